@@ -1,0 +1,60 @@
+"""The DDPM noise schedule as float64 numpy arrays (backend-free, as improved-diffusion keeps it).
+
+Training (PyTorch) and the runtime read the same arrays, so both mean the same noise level by the
+same time index. Ho et al. 2020, "Denoising Diffusion Probabilistic Models", arXiv 2006.11239.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """betas (T,), float64; every derived quantity follows from them."""
+
+    betas: np.ndarray
+
+    def __post_init__(self) -> None:
+        betas = np.asarray(self.betas, dtype=np.float64)
+        if betas.ndim != 1 or len(betas) == 0:
+            raise ValueError(f"Expected a non-empty 1-D array of betas, but got shape {betas.shape}.")
+        if not np.all((betas > 0) & (betas < 1)):
+            raise ValueError("Every beta must lie strictly between 0 and 1.")
+        object.__setattr__(self, "betas", betas)
+
+    @classmethod
+    def linear(cls, num_steps: int = 100, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
+        """The official DiffDefense schedule: T = 100, betas linear from 1e-4 to 0.02."""
+        return cls(np.linspace(beta_start, beta_end, num_steps, dtype=np.float64))
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.betas)
+
+    @property
+    def alphas_cumprod(self) -> np.ndarray:
+        return np.cumprod(1.0 - self.betas)
+
+    def to_dict(self) -> dict:
+        return {"kind": "explicit", "betas": self.betas.tolist()}
+
+    def q_sample_coefficients(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sqrt(abar_t), sqrt(1 - abar_t)) so that x_t = c0 x_0 + c1 eps, formula (4) of Ho et al."""
+        abar = self.alphas_cumprod[t]
+        return np.sqrt(abar), np.sqrt(1.0 - abar)
+
+    def posterior_step_coefficients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(a_t, b_t, s_t) of the ancestral DDPM step x_{t-1} = a_t x_t + b_t eps + s_t n (Algorithm 2).
+
+        s_t uses the posterior variance beta~_t (zero at t = 0, so the last step adds no noise).
+        """
+        alphas = 1.0 - self.betas
+        abar = self.alphas_cumprod
+        abar_prev = np.append(1.0, abar[:-1])
+        a = 1.0 / np.sqrt(alphas)
+        b = -self.betas / (np.sqrt(alphas) * np.sqrt(1.0 - abar))
+        s = np.sqrt(self.betas * (1.0 - abar_prev) / (1.0 - abar))
+        return a, b, s

@@ -1,0 +1,1 @@
+"""Lean runtime (no torch): arrives with the runtime issue."""

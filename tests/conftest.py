@@ -1,0 +1,46 @@
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffdefense.data import IMAGE_MAGIC, LABEL_MAGIC, default_data_root
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_folder(folder: Path, n_train: int = 64, n_test: int = 32, gz: bool = True, seed: int = 0) -> Path:
+    """A tiny MNIST-format folder: blobs of random digits whose label is learnable from the image."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):  # a bright bar whose row encodes the label
+            images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
+        for kind, array, magic in (("images-idx3", images, IMAGE_MAGIC), ("labels-idx1", labels, LABEL_MAGIC)):
+            raw = idx_bytes(array, magic)
+            name = f"{prefix}-{kind}-ubyte"
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(raw))
+            else:
+                (folder / name).write_bytes(raw)
+    return folder
+
+
+@pytest.fixture
+def tiny_data_root(tmp_path: Path) -> Path:
+    """A data root with a tiny mnist/ folder (gzipped IDX)."""
+    write_idx_folder(tmp_path / "data" / "mnist")
+    return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    root = default_data_root()
+    if not (root / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the real MNIST/KMNIST data are not at {root} (set DIFFDEFENSE_DATA to their folder)")
+    return root

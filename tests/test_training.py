@@ -1,0 +1,78 @@
+"""Training commands on a tiny made-up data set: they learn, ship with a record, and resume exactly."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import diffdefense.training.train_classifier as classifier_module
+import diffdefense.training.train_ddpm as ddpm_module
+from diffdefense import shipped
+from diffdefense.training.train_classifier import ClassifierConfig, train_classifier
+from diffdefense.training.train_ddpm import DDPMConfig, train_ddpm
+
+
+def interrupted_then_resumed(module, train, config, out_dir, data_root, monkeypatch) -> dict:
+    """Kill the run right after its first checkpoint, start it again, return the final checkpoint."""
+    real_save = module.save_checkpoint
+    saved_epochs = []
+
+    def save_then_crash(folder, state):
+        real_save(folder, state)
+        saved_epochs.append(state["epoch"])
+        if len(saved_epochs) == 1:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "save_checkpoint", save_then_crash)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, out_dir, data_root, do_ship=False)
+        train(config, out_dir, data_root, do_ship=False)
+    assert saved_epochs == list(range(1, config.epochs + 1))
+    return torch.load(out_dir / "checkpoint.pt", weights_only=True)
+
+
+def assert_same_weights(one: dict, two: dict) -> None:
+    assert one.keys() == two.keys()
+    for key, value in one.items():
+        torch.testing.assert_close(value, two[key], rtol=0, atol=0)
+
+
+def test_classifier_resumed_after_a_crash_matches_an_uninterrupted_run(tiny_data_root, tmp_path, monkeypatch):
+    config = ClassifierConfig(epochs=2, batch_size=16, augment=True, seed=3)
+    train_classifier(config, tmp_path / "whole", tiny_data_root, do_ship=False)
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    resumed = interrupted_then_resumed(
+        classifier_module, train_classifier, config, tmp_path / "resumed", tiny_data_root, monkeypatch
+    )
+    assert_same_weights(whole["model"], resumed["model"])
+
+
+def test_ddpm_resumed_after_a_crash_matches_an_uninterrupted_run(tiny_data_root, tmp_path, monkeypatch):
+    config = DDPMConfig(epochs=2, batch_size=32, warmup_steps=2, seed=1)
+    train_ddpm(config, tmp_path / "whole", tiny_data_root, do_ship=False)
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    resumed = interrupted_then_resumed(
+        ddpm_module, train_ddpm, config, tmp_path / "resumed", tiny_data_root, monkeypatch
+    )
+    assert_same_weights(whole["ema"], resumed["ema"])
+
+
+def test_resuming_with_other_settings_is_refused(tiny_data_root, tmp_path):
+    train_classifier(ClassifierConfig(epochs=1, batch_size=16), tmp_path / "run", tiny_data_root, do_ship=False)
+    with pytest.raises(ValueError, match="epochs: checkpoint 1, now 2"):
+        train_classifier(ClassifierConfig(epochs=2, batch_size=16), tmp_path / "run", tiny_data_root, do_ship=False)
+
+
+def test_shipping_writes_weights_record_and_checksums(tiny_data_root, tmp_path, monkeypatch):
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", weights_dir)
+    record = train_classifier(ClassifierConfig(epochs=3, batch_size=16, seed=0), tmp_path / "run", tiny_data_root)
+    assert record["final_metrics"]["test_accuracy"] > 0.5  # the bar's row gives the label away
+    state = load_file(str(shipped.verify_file("mnist/model_a.safetensors")))
+    assert "head.4.weight" in state
+    saved = json.loads((weights_dir / "mnist" / "model_a.json").read_text())
+    assert saved["config"]["seed"] == 0 and saved["epochs"] == 3 and saved["wall_seconds"] > 0
+    assert set(shipped.verify_all()) == {"mnist/model_a.safetensors", "mnist/model_a.json"}

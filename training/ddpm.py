@@ -1,0 +1,43 @@
+"""DDPM training loss and ancestral sampling in PyTorch, on the numpy schedule of diffdefense.schedule."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from diffdefense.schedule import NoiseSchedule
+
+
+def to_model_range(x01: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> the DDPM's [-1, 1]."""
+    return x01 * 2.0 - 1.0
+
+
+def to_image_range(x: torch.Tensor) -> torch.Tensor:
+    """The DDPM's [-1, 1] -> images in [0, 1], clipped."""
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, generator=None) -> torch.Tensor:
+    """L_simple of Ho et al. (formula 14): || eps - eps_theta(sqrt(abar) x0 + sqrt(1-abar) eps, t) ||^2."""
+    n = x0.shape[0]
+    t = torch.randint(0, schedule.num_steps, (n,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    c0, c1 = (torch.as_tensor(c, dtype=x0.dtype) for c in schedule.q_sample_coefficients(t.numpy()))
+    x_t = c0[:, None, None, None] * x0 + c1[:, None, None, None] * noise
+    return (model(x_t, t) - noise).pow(2).mean()
+
+
+@torch.no_grad()
+def sample(model: nn.Module, schedule: NoiseSchedule, n: int, generator: torch.Generator, batch_size: int = 250):
+    """n images (n, 1, 28, 28) in [0, 1] by ancestral sampling (Algorithm 2 of Ho et al.), seeded."""
+    a, b, s = (torch.as_tensor(c, dtype=torch.float32) for c in schedule.posterior_step_coefficients())
+    out = []
+    for start in range(0, n, batch_size):
+        m = min(batch_size, n - start)
+        x = torch.randn((m, 1, 28, 28), generator=generator)
+        for t in reversed(range(schedule.num_steps)):
+            eps = model(x, torch.full((m,), t, dtype=torch.long))
+            x = a[t] * x + b[t] * eps + s[t] * torch.randn(x.shape, generator=generator)
+        out.append(to_image_range(x))
+    return torch.cat(out)

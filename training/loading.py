@@ -1,0 +1,42 @@
+"""Building the shipped PyTorch models from their checksummed safetensors files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from diffdefense import shipped
+from diffdefense.schedule import NoiseSchedule
+from diffdefense.training.models import CLASSIFIERS, UNet
+from diffdefense.training.shipping import model_file
+
+
+def _verified(dataset: str, name: str, weights_dir: Path | None) -> tuple[dict, dict]:
+    path = shipped.verify_file(model_file(dataset, name), weights_dir)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    return load_file(str(path)), metadata
+
+
+def load_classifier(dataset: str, arch: str = "model_a", weights_dir: Path | None = None) -> torch.nn.Module:
+    """A shipped classifier in eval mode: images (N, 1, 28, 28) in [0, 1] -> logits (N, 10)."""
+    if arch not in CLASSIFIERS:
+        raise ValueError(f"Expected a classifier in {sorted(CLASSIFIERS)}, but got {arch!r}.")
+    state, _ = _verified(dataset, arch, weights_dir)
+    model = CLASSIFIERS[arch]()
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_unet(dataset: str, weights_dir: Path | None = None) -> tuple[UNet, NoiseSchedule]:
+    """The shipped DDPM noise predictor (EMA weights) in eval mode, and the schedule it was trained on."""
+    state, metadata = _verified(dataset, "unet", weights_dir)
+    model = UNet(tuple(json.loads(metadata["channels"])))
+    model.load_state_dict(state)
+    spec = json.loads(metadata["schedule"])
+    schedule = NoiseSchedule.linear(spec["num_steps"], spec["beta_start"], spec["beta_end"])
+    return model.eval(), schedule

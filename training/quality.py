@@ -1,0 +1,82 @@
+"""Measurements of the shipped models: classifier accuracy, DDPM sample quality, U-Net size and FLOPs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from diffdefense.data import load_dataset
+from diffdefense.training.ddpm import sample
+from diffdefense.training.loading import load_classifier, load_unet
+from diffdefense.training.models import UNet
+from diffdefense.training.train_classifier import accuracy
+
+
+def classifier_accuracy(dataset: str, arch: str, data_root: Path | None = None) -> dict:
+    test = load_dataset(dataset, "test", data_root)
+    x, y = test.as_tensors()
+    return {
+        "dataset": dataset,
+        "arch": arch,
+        "data": f"{test.name} ({len(y)} images)",
+        "accuracy": accuracy(load_classifier(dataset, arch), x, y),
+    }
+
+
+def unet_size(model: UNet | None = None) -> dict:
+    """Parameters, and FLOPs per image as torch's FlopCounterMode counts them (conv and matmul; 2 per MAC)."""
+    model = model or UNet()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long))
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "flops_per_image": counter.get_total_flops(),
+        "channels": list(model.channels),
+    }
+
+
+def save_grid(images: np.ndarray, path: Path, columns: int = 8) -> None:
+    """(N, 1, 28, 28) in [0, 1] -> one PNG grid with 2-pixel gaps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    rows = -(-n // columns)
+    grid = np.ones((rows * 30 + 2, columns * 30 + 2), dtype=np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[2 + 30 * r : 30 + 30 * r, 2 + 30 * c : 30 + 30 * c] = image[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
+
+
+def sample_quality(dataset: str, n: int, seed: int, grid_path: Path) -> dict:
+    """Draw n samples from the shipped DDPM; the shipped Model A's class shares and mean top-class probability."""
+    unet, schedule = load_unet(dataset)
+    images = sample(unet, schedule, n, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        probs = torch.softmax(load_classifier(dataset, "model_a")(images), dim=1)
+    shares = torch.bincount(probs.argmax(1), minlength=10).double() / n
+    save_grid(images[:64].numpy(), grid_path)
+    return {
+        "dataset": dataset,
+        "samples": n,
+        "seed": seed,
+        "sampler": f"ancestral DDPM, {schedule.num_steps} steps",
+        "class_shares": [round(v, 4) for v in shares.tolist()],
+        "min_share": shares.min().item(),
+        "max_share": shares.max().item(),
+        "mean_top_probability": probs.max(1).values.mean().item(),
+        "grid": str(grid_path),
+    }
+
+
+def write_json(result: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,148 @@
+"""Training the DDPM noise predictor (L_simple, Adam, an EMA of the weights that ships), resumable."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from diffdefense.data import load_dataset
+from diffdefense.schedule import NoiseSchedule
+from diffdefense.training.checkpoint import (
+    check_same_config,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from diffdefense.training.common import WallClock, command_line, epoch_batches, seed_everything
+from diffdefense.training.ddpm import diffusion_loss, to_model_range
+from diffdefense.training.models.unet import UNet
+from diffdefense.training.shipping import ship
+
+
+@dataclass(frozen=True)
+class DDPMConfig:
+    dataset: str = "mnist"
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    num_steps: int = 100
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    channels: tuple[int, int, int] = (16, 32, 64)
+    seed: int = 0
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1.0 - decay)
+
+
+def unet_metadata(config: DDPMConfig) -> dict[str, str]:
+    return {
+        "arch": "unet",
+        "dataset": config.dataset,
+        "channels": json.dumps(list(config.channels)),
+        "schedule": json.dumps(
+            {
+                "kind": "linear",
+                "num_steps": config.num_steps,
+                "beta_start": config.beta_start,
+                "beta_end": config.beta_end,
+            }
+        ),
+        "model_range": "[-1, 1]",
+        "prediction": "epsilon",
+    }
+
+
+def train_ddpm(config: DDPMConfig, out_dir: Path, data_root: Path | None = None, do_ship: bool = True) -> dict:
+    seed_everything(config.seed)
+    train_set = load_dataset(config.dataset, "train", data_root)
+    train_x = to_model_range(train_set.as_tensors()[0])
+    schedule = NoiseSchedule.linear(config.num_steps, config.beta_start, config.beta_end)
+    model = UNet(config.channels)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    total_steps = config.epochs * -(-len(train_x) // config.batch_size)
+    # Linear warm-up, then cosine decay to a tenth of the peak rate.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (
+            min(1.0, (step + 1) / config.warmup_steps)
+            * (0.55 + 0.45 * torch.cos(torch.tensor(step / total_steps * torch.pi)).item())
+        ),
+    )
+    start_epoch, step, history, clock = 0, 0, [], WallClock()
+
+    if (state := load_checkpoint(out_dir)) is not None:
+        check_same_config(out_dir, {**state["config"], "channels": tuple(state["config"]["channels"])}, asdict(config))
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng_state(state["rng"])
+        start_epoch, step, history = state["epoch"], state["step"], state["history"]
+        clock = WallClock(state["wall_seconds"])
+        print(f"Resuming {out_dir} after epoch {start_epoch}.")
+
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        running = 0.0
+        batches = epoch_batches(len(train_x), config.batch_size, config.seed, epoch)
+        bar = tqdm(batches, desc=f"{config.dataset} ddpm epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
+        for idx in bar:
+            loss = diffusion_loss(model, schedule, train_x[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            # EMA warm-up (as in many DDPM codebases) so that short runs are not dominated by the init.
+            update_ema(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
+            running += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        history.append({"epoch": epoch + 1, "step": step, "mean_loss": running / len(batches)})
+        print(
+            f"epoch {epoch + 1}: mean loss {running / len(batches):.4f} ({step} steps, {clock.seconds:.0f} s)",
+            flush=True,
+        )
+        save_checkpoint(
+            out_dir,
+            {
+                "config": {**asdict(config), "channels": list(config.channels)},
+                "epoch": epoch + 1,
+                "step": step,
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "history": history,
+                "wall_seconds": clock.seconds,
+            },
+        )
+
+    record = {
+        "model": "unet (EMA weights)",
+        "command": command_line(),
+        "config": asdict(config),
+        "data": f"{train_set.name} ({len(train_x)} images)",
+        "epochs": config.epochs,
+        "steps": step,
+        "wall_seconds": round(clock.seconds, 1),
+        "final_metrics": {"mean_loss_last_epoch": history[-1]["mean_loss"]},
+        "history": history,
+    }
+    if do_ship:
+        path = ship(ema.state_dict(), config.dataset, "unet", record, unet_metadata(config))
+        print(f"Shipped {path}")
+    return record
