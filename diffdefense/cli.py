@@ -8,9 +8,22 @@ from pathlib import Path
 import click
 
 from diffdefense import __version__
-from diffdefense.data import DATA_ENV_VAR, DATASET_NAMES
+from diffdefense.data import DATA_ENV_VAR, DATASET_NAMES, DataError
+from diffdefense.shipped import ChecksumError
+from diffdefense.training.configs import ClassifierConfig, DDPMConfig
+
+CLASSIFIER, DDPM = ClassifierConfig(), DDPMConfig()  # the defaults, written once
 
 dataset_option = click.option("--dataset", type=click.Choice(DATASET_NAMES), default="mnist", show_default=True)
+out_option = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder for checkpoints; running the same command again resumes from it.",
+)
+ship_option = click.option(
+    "--ship/--no-ship", default=True, show_default=True, help="Write the final weights into the shipped weights folder."
+)
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
 data_root_option = click.option(
     "--data-root",
@@ -21,7 +34,17 @@ data_root_option = click.option(
 )
 
 
-@click.group()
+class FriendlyErrors(click.Group):
+    """Bad data or a changed model file ends the command with its message and exit code 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (DataError, ChecksumError, FileNotFoundError) as err:
+            raise click.ClickException(str(err)) from err
+
+
+@click.group(cls=FriendlyErrors)
 @click.version_option(__version__, prog_name="diffdefense")
 def main() -> None:
     """DiffDefense: reconstruct inputs with a diffusion model before classifying them."""
@@ -34,62 +57,51 @@ def train() -> None:
 
 @train.command("classifier")
 @dataset_option
-@click.option("--arch", type=click.Choice(["model_a", "model_b"]), default="model_a", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option(
-    "--augment/--no-augment", default=False, show_default=True, help="Random affine jitter of training images."
-)
+@click.option("--arch", type=click.Choice(["model_a", "model_b"]), default=CLASSIFIER.arch, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=CLASSIFIER.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=CLASSIFIER.batch_size, show_default=True)
+@click.option("--lr", type=float, default=CLASSIFIER.lr, show_default=True)
+@click.option("--augment/--no-augment", default=CLASSIFIER.augment, show_default=True, help="Random affine jitter.")
 @seed_option
 @data_root_option
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Run folder (checkpoints; resumes from it).",
-)
-@click.option(
-    "--ship/--no-ship", default=True, show_default=True, help="Write the final weights into the shipped weights folder."
-)
-def train_classifier_command(dataset, arch, epochs, batch_size, lr, augment, seed, data_root, out, ship) -> None:
+@out_option
+@ship_option
+def train_classifier_command(out, data_root, ship, **settings) -> None:
     """Train Model A or Model B; resumes from OUT's checkpoint if there is one."""
-    from diffdefense.training.train_classifier import ClassifierConfig, train_classifier
+    from diffdefense.training.train_classifier import train_classifier
 
-    config = ClassifierConfig(dataset, arch, epochs, batch_size, lr, augment, seed)
-    record = train_classifier(config, out, data_root, do_ship=ship)
+    record = train_classifier(ClassifierConfig(**settings), out, data_root, do_ship=ship)
     click.echo(f"test accuracy {record['final_metrics']['test_accuracy']:.4f}")
 
 
 @train.command("ddpm")
 @dataset_option
-@click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=DDPM.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DDPM.batch_size, show_default=True)
+@click.option("--lr", type=float, default=DDPM.lr, show_default=True)
+@click.option("--num-steps", type=click.IntRange(min=2), default=DDPM.num_steps, show_default=True, help="T.")
+@click.option(
+    "--beta-start",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=DDPM.beta_start,
+    show_default=True,
+)
+@click.option(
+    "--beta-end",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=DDPM.beta_end,
+    show_default=True,
+    help="The official DiffDefense code uses 1e-4 .. 0.02 (see docs/training.md).",
+)
 @seed_option
 @data_root_option
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Run folder (checkpoints; resumes from it).",
-)
-@click.option(
-    "--ship/--no-ship",
-    default=True,
-    show_default=True,
-    help="Write the final EMA weights into the shipped weights folder.",
-)
-def train_ddpm_command(dataset, epochs, batch_size, lr, seed, data_root, out, ship) -> None:
+@out_option
+@ship_option
+def train_ddpm_command(out, data_root, ship, **settings) -> None:
     """Train the DDPM noise predictor; resumes from OUT's checkpoint if there is one."""
-    from diffdefense.training.train_ddpm import DDPMConfig, train_ddpm
+    from diffdefense.training.train_ddpm import train_ddpm
 
-    record = train_ddpm(
-        DDPMConfig(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
-        out,
-        data_root,
-        do_ship=ship,
-    )
+    record = train_ddpm(DDPMConfig(**settings), out, data_root, do_ship=ship)
     click.echo(f"final mean loss {record['final_metrics']['mean_loss_last_epoch']:.4f}")
 
 
@@ -103,11 +115,7 @@ def models_verify() -> None:
     """Check every shipped file against the sha256 in the manifest (exit 1 on a mismatch)."""
     from diffdefense import shipped
 
-    try:
-        names = shipped.verify_all()
-    except (shipped.ChecksumError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from err
-    for name in names:
+    for name in shipped.verify_all():
         click.echo(f"ok  {name}")
 
 

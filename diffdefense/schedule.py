@@ -26,8 +26,14 @@ class NoiseSchedule:
         object.__setattr__(self, "betas", betas)
 
     @classmethod
-    def linear(cls, num_steps: int = 100, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
-        """The official DiffDefense schedule: T = 100, betas linear from 1e-4 to 0.02."""
+    def linear(cls, num_steps: int = 100, beta_start: float = 1e-3, beta_end: float = 0.2) -> NoiseSchedule:
+        """Betas linear from beta_start to beta_end.
+
+        The defaults are Ho et al.'s 1e-4 .. 0.02 for T = 1000 scaled by 1000 / T, as improved-diffusion
+        does for fewer steps, so that x_T is noise (sqrt(abar_T) = 0.0045 at T = 100). The official
+        DiffDefense code keeps 1e-4 .. 0.02 at T = 100, whose last step still holds 60 % of the signal
+        (sqrt(abar_T) = 0.60), so sampling from N(0, I) starts off the training distribution.
+        """
         return cls(np.linspace(beta_start, beta_end, num_steps, dtype=np.float64))
 
     @property

@@ -4,10 +4,17 @@ import pytest
 from diffdefense.schedule import NoiseSchedule
 
 
-def test_linear_schedule_is_the_official_one():
+def test_default_schedule_ends_in_noise():
     schedule = NoiseSchedule.linear()
     assert schedule.num_steps == 100 and schedule.betas.dtype == np.float64
-    assert schedule.betas[0] == pytest.approx(1e-4) and schedule.betas[-1] == pytest.approx(0.02)
+    assert schedule.betas[0] == pytest.approx(1e-3) and schedule.betas[-1] == pytest.approx(0.2)
+    assert np.sqrt(schedule.alphas_cumprod[-1]) < 0.01
+
+
+def test_official_schedule_does_not_reach_noise():
+    """Why the default differs from the official 1e-4 .. 0.02 at T = 100 (docs/training.md)."""
+    official = NoiseSchedule.linear(100, 1e-4, 0.02)
+    assert np.sqrt(official.alphas_cumprod[-1]) == pytest.approx(0.603, abs=1e-3)
 
 
 def test_posterior_step_equals_posterior_mean_of_the_predicted_x0():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -19,19 +19,9 @@ from diffdefense.training.checkpoint import (
     save_checkpoint,
 )
 from diffdefense.training.common import WallClock, command_line, epoch_batches, seed_everything
+from diffdefense.training.configs import ClassifierConfig
 from diffdefense.training.models.classifiers import CLASSIFIERS
 from diffdefense.training.shipping import ship
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    dataset: str = "mnist"
-    arch: str = "model_a"
-    epochs: int = 8
-    batch_size: int = 128
-    lr: float = 1e-3
-    augment: bool = False
-    seed: int = 0
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -20,24 +20,10 @@ from diffdefense.training.checkpoint import (
     save_checkpoint,
 )
 from diffdefense.training.common import WallClock, command_line, epoch_batches, seed_everything
+from diffdefense.training.configs import DDPMConfig
 from diffdefense.training.ddpm import diffusion_loss, to_model_range
 from diffdefense.training.models.unet import UNet
 from diffdefense.training.shipping import ship
-
-
-@dataclass(frozen=True)
-class DDPMConfig:
-    dataset: str = "mnist"
-    epochs: int = 15
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup_steps: int = 200
-    ema_decay: float = 0.999
-    num_steps: int = 100
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    channels: tuple[int, int, int] = (16, 32, 64)
-    seed: int = 0
 
 
 @torch.no_grad()

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install the project with everything it trains, tests and measures with, from this repository's files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# The CPU build of torch first: pinned, because an unpinned torch pulls a CUDA build of several GB.
+python -m pip install torch==2.13.0
+# torchattacks without its metadata's dependencies: they pull a torchvision that fails to import beside
+# the CPU torch, and torchattacks' code never imports it. Its real dependencies are in the [train] extra.
+python -m pip install --no-deps torchattacks==3.5.1
+python -m pip install -e ".[train,cpu,dev]"
