@@ -69,7 +69,7 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(c1, 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb = self.time_mlp(sinusoidal_embedding(t, self.embed_dim))
+        temb = self.time_mlp(sinusoidal_embedding(t, self.embed_dim).to(x.dtype))
         h1 = self.enc1(self.conv_in(x), temb)
         h2 = self.enc2(self.down1(h1), temb)
         h = self.mid2(self.mid1(self.down2(h2), temb), temb)

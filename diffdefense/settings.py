@@ -1,0 +1,107 @@
+"""Defence settings: one frozen dataclass, with named presets, shared by the PyTorch reference and the runtime."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+GradientMode = Literal["straight-through", "full"]
+OutputMap = Literal["clip", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class DefenseSettings:
+    """How one input is reconstructed (DESIGN section 1, Algorithm 1).
+
+    num_candidates: R latents optimised side by side; the best one wins.
+    iterations: L runs of the reverse chain; L - 1 Adam updates of the latents between them, and the
+        best candidate chosen on the last run (the official code's discarded last update, without its cost).
+    num_steps: T*, reverse steps per run, respaced from the trained schedule.
+    start_step: the trained time index the chain starts at (its noise level); T* <= start_step + 1.
+    eta: 1 for DDPM steps, 0 for deterministic DDIM steps.
+    lr: Adam's learning rate, decayed after each update as lr_i = lr * lr_decay ** (i / ceil(0.8 L))
+        (Defense-GAN's rule, as the official code uses). first_lr overrides the first update's rate:
+        the official code starts Adam at 0.02 and only then applies the rule from lr = 25.
+    adam_betas: (0.5, 0.999) as the official code.
+    gradient: 'straight-through' (U-Net outside the graph, as the official code) or 'full'
+        (backpropagate through the U-Net, as the paper's text implies).
+    output_map: chain output (model scale [-1, 1]) to image: 'clip' of (x + 1) / 2, or 'sigmoid' of it
+        (the official code's sigmoid, on the official model's [0, 1] scale).
+    fresh_noise: draw new step noise n_t for every run (the official code) instead of fixing it per input.
+    seed: seeds the latents and the step noise.
+    """
+
+    num_candidates: int = 5
+    iterations: int = 4
+    num_steps: int = 15
+    start_step: int = 14
+    eta: float = 1.0
+    lr: float = 0.1
+    first_lr: float | None = None
+    lr_decay: float = 0.1
+    adam_betas: tuple[float, float] = (0.5, 0.999)
+    gradient: GradientMode = "straight-through"
+    output_map: OutputMap = "clip"
+    fresh_noise: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_candidates", "iterations", "num_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"Expected {name} to be a positive integer, but got {getattr(self, name)!r}.")
+        if self.num_steps > self.start_step + 1:
+            raise ValueError(
+                f"Expected num_steps <= start_step + 1 (distinct trained indices), but got num_steps="
+                f"{self.num_steps} with start_step={self.start_step}."
+            )
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"Expected eta in [0, 1], but got {self.eta}.")
+        if self.lr <= 0 or (self.first_lr is not None and self.first_lr <= 0) or not 0 < self.lr_decay <= 1:
+            raise ValueError("Expected positive learning rates and a decay in (0, 1].")
+        if self.gradient not in ("straight-through", "full"):
+            raise ValueError(f"Expected gradient 'straight-through' or 'full', but got {self.gradient!r}.")
+        if self.output_map not in ("clip", "sigmoid"):
+            raise ValueError(f"Expected output_map 'clip' or 'sigmoid', but got {self.output_map!r}.")
+
+    @property
+    def num_updates(self) -> int:
+        return self.iterations - 1
+
+    def learning_rates(self) -> list[float]:
+        """The rate of each of the L - 1 updates."""
+        period = math.ceil(0.8 * self.iterations)
+        rates = [self.lr * self.lr_decay ** (i / period) for i in range(self.num_updates)]
+        if rates and self.first_lr is not None:
+            rates[0] = self.first_lr
+        return rates
+
+    @property
+    def unet_evaluations(self) -> int:
+        """U-Net image evaluations per input: L x T* x R (full mode adds as many backward passes)."""
+        return self.iterations * self.num_steps * self.num_candidates
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes) -> DefenseSettings:
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, DefenseSettings] = {
+    # The official code's defaults and choices (docs/official_code_notes.md), on the respaced trained
+    # schedule: U-Net indices 14..0 as there, each now meaning the noise level it was trained for.
+    "paper": DefenseSettings(
+        num_candidates=5,
+        iterations=4,
+        num_steps=15,
+        start_step=14,
+        eta=1.0,
+        lr=25.0,
+        first_lr=0.02,
+        lr_decay=0.1,
+        gradient="straight-through",
+        output_map="sigmoid",
+        fresh_noise=True,
+    ),
+}

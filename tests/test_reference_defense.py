@@ -1,0 +1,113 @@
+"""The PyTorch reference defence: its two gradient modes, its seeding, and its candidate choice."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffdefense.draws import draw
+from diffdefense.reference.defense import ReferenceDefense, to_image
+from diffdefense.schedule import NoiseSchedule
+from diffdefense.settings import PRESETS, DefenseSettings
+from diffdefense.training.models import UNet
+
+SCHEDULE = NoiseSchedule.linear()
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return UNet().eval()
+
+
+def small(**changes) -> DefenseSettings:
+    return DefenseSettings(**{"num_candidates": 2, "iterations": 2, "num_steps": 3, "start_step": 20, **changes})
+
+
+def test_straight_through_gradient_is_the_product_of_the_step_coefficients(unet):
+    defense = ReferenceDefense(unet, SCHEDULE, small())
+    noise = draw(defense.settings, 1).noise[0].reshape(3, 2, 1, 28, 28)
+    z = torch.randn(2, 1, 28, 28, requires_grad=True)
+    x0 = defense.run_chain(z, noise)
+    upstream = torch.randn_like(x0)
+    (grad,) = torch.autograd.grad((x0 * upstream).sum(), z)
+    torch.testing.assert_close(grad, float(np.prod(defense.chain.a)) * upstream, rtol=1e-5, atol=1e-6)
+
+
+def test_full_gradient_matches_finite_differences(unet):
+    defense = ReferenceDefense(UNet((8, 8, 8)).double().eval(), SCHEDULE, small(gradient="full", eta=0.0))
+    noise = np.zeros((3, 1, 1, 28, 28))
+    target = torch.rand(1, 1, 28, 28, dtype=torch.float64)
+    z = torch.randn(1, 1, 28, 28, dtype=torch.float64, requires_grad=True)
+
+    def loss(latent):
+        return (to_image(defense.run_chain(latent, noise), "sigmoid") - target).pow(2).mean()
+
+    (grad,) = torch.autograd.grad(loss(z), z)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(4):  # central differences along random directions, in float64
+        direction = torch.randn(z.shape, generator=generator, dtype=torch.float64)
+        h = 1e-5
+        numeric = (loss(z + h * direction) - loss(z - h * direction)) / (2 * h)
+        assert (grad * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-6, abs=1e-12)
+
+
+def test_full_and_straight_through_gradients_differ(unet):
+    z = torch.randn(2, 1, 28, 28)
+    grads = []
+    for mode in ("straight-through", "full"):
+        defense = ReferenceDefense(unet, SCHEDULE, small(gradient=mode))
+        noise = draw(defense.settings, 1).noise[0].reshape(3, 2, 1, 28, 28)
+        latent = z.clone().requires_grad_(True)
+        defense.run_chain(latent, noise).pow(2).sum().backward()
+        grads.append(latent.grad)
+    assert not torch.allclose(*grads, rtol=1e-3)
+
+
+@pytest.mark.parametrize("preset", [small(), small(gradient="full"), small(fresh_noise=True, output_map="sigmoid")])
+def test_same_seed_same_reconstruction(unet, preset):
+    images = torch.rand(3, 1, 28, 28)
+    one = ReferenceDefense(unet, SCHEDULE, preset).reconstruct(images)
+    two = ReferenceDefense(unet, SCHEDULE, preset).reconstruct(images)
+    other = ReferenceDefense(unet, SCHEDULE, preset.with_(seed=1)).reconstruct(images)
+    assert torch.equal(one.image, two.image) and torch.equal(one.loss, two.loss)
+    assert not torch.equal(one.image, other.image)
+
+
+def test_reconstruction_shapes_ranges_and_best_candidate(unet):
+    settings = small(num_candidates=3)
+    result = ReferenceDefense(unet, SCHEDULE, settings).reconstruct(torch.rand(4, 1, 28, 28))
+    assert result.image.shape == (4, 1, 28, 28) and result.latent.shape == (4, 1, 28, 28)
+    assert result.candidate_losses.shape == (4, 3) and result.loss.shape == (4,)
+    assert result.image.min() >= 0 and result.image.max() <= 1
+    torch.testing.assert_close(result.loss, result.candidate_losses.min(dim=1).values)
+
+
+def test_updates_lower_the_loss(unet):
+    """More iterations of the optimiser must fit the target better, on average over candidates."""
+    images = torch.rand(2, 1, 28, 28)
+    settings = DefenseSettings(num_candidates=3, iterations=1, num_steps=3, start_step=20, lr=0.5)
+    before = ReferenceDefense(unet, SCHEDULE, settings).reconstruct(images).candidate_losses.mean()
+    after = ReferenceDefense(unet, SCHEDULE, settings.with_(iterations=6)).reconstruct(images).candidate_losses.mean()
+    assert after < before
+
+
+def test_paper_preset_is_the_official_configuration():
+    paper = PRESETS["paper"]
+    assert (paper.iterations, paper.num_candidates, paper.num_steps, paper.gradient) == (4, 5, 15, "straight-through")
+    assert paper.unet_evaluations == 300
+    assert paper.learning_rates() == pytest.approx([0.02, 25 * 0.1**0.25, 25 * 0.1**0.5])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"num_candidates": 0}, "num_candidates"),
+        ({"num_steps": 30, "start_step": 10}, "num_steps <= start_step"),
+        ({"eta": 2.0}, "eta in"),
+        ({"gradient": "exact"}, "gradient"),
+        ({"lr": -1.0}, "learning rates"),
+    ],
+)
+def test_bad_settings_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        DefenseSettings(**changes)
