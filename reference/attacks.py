@@ -1,0 +1,90 @@
+"""The paper's attacks through torchattacks, with the settings of DESIGN section 1.
+
+All take and return images (N, 1, 28, 28) in [0, 1] and attack the model they are given: Model A for
+white-box attacks on the classifier, Model B for black-box transfer to Model A. torchattacks is
+installed without torchvision (tools/install.sh).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torchattacks
+from torch import nn
+
+EPS = 0.3
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """name: as in the report; threat: the norm and budget; settings: the arguments used, for the record."""
+
+    name: str
+    threat: str
+    settings: dict = field(default_factory=dict)
+    build: Callable[[nn.Module, int], torchattacks.attack.Attack] | None = None
+
+
+def _pgd_with_restarts(model: nn.Module, seed: int) -> torchattacks.attack.Attack:
+    # torchattacks' PGD has no restarts: MultiAttack runs each restart on the images still classified right.
+    return torchattacks.MultiAttack(
+        [torchattacks.PGD(model, eps=EPS, alpha=0.01, steps=20, random_start=True) for _ in range(5)]
+    )
+
+
+ATTACKS: dict[str, AttackSpec] = {
+    spec.name: spec
+    for spec in [
+        AttackSpec("FGSM", f"Linf {EPS}", {"eps": EPS}, lambda m, seed: torchattacks.FGSM(m, eps=EPS)),
+        AttackSpec("PGD", f"Linf {EPS}", {"eps": EPS, "alpha": 0.01, "steps": 20, "restarts": 5}, _pgd_with_restarts),
+        AttackSpec(
+            "DeepFool",
+            "L2, minimal",
+            {"steps": 100, "overshoot": 0.02},
+            lambda m, seed: torchattacks.DeepFool(m, steps=100, overshoot=0.02),
+        ),
+        AttackSpec(
+            "Square",
+            f"Linf {EPS}",
+            {"eps": EPS, "n_queries": 100},
+            lambda m, seed: torchattacks.Square(m, norm="Linf", eps=EPS, n_queries=100, seed=seed),
+        ),
+        AttackSpec(
+            "AutoAttack",
+            f"Linf {EPS}",
+            {"eps": EPS, "version": "standard"},
+            lambda m, seed: torchattacks.AutoAttack(
+                m, norm="Linf", eps=EPS, version="standard", n_classes=10, seed=seed
+            ),
+        ),
+        AttackSpec(
+            "EAD", "elastic net, minimal", {"defaults": "torchattacks EADEN"}, lambda m, seed: torchattacks.EADEN(m)
+        ),
+        AttackSpec(
+            "EOT-PGD",
+            f"Linf {EPS}",
+            {"eps": EPS, "alpha": 0.01, "steps": 20, "eot_iter": 2},
+            lambda m, seed: torchattacks.EOTPGD(m, eps=EPS, alpha=0.01, steps=20, eot_iter=2),
+        ),
+        AttackSpec(
+            "CW-L2",
+            "L2, minimal",
+            {"c": 1.0, "kappa": 0, "steps": 100, "lr": 0.01},
+            lambda m, seed: torchattacks.CW(m, c=1.0, kappa=0, steps=100, lr=0.01),
+        ),
+    ]
+}
+
+
+def run_attack(
+    name: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int = 0, batch_size: int = 250
+) -> torch.Tensor:
+    """Adversarial versions of images (N, 1, 28, 28) in [0, 1], in batches, seeded."""
+    if name not in ATTACKS:
+        raise ValueError(f"Expected an attack in {sorted(ATTACKS)}, but got {name!r}.")
+    torch.manual_seed(seed)  # random starts of PGD and EOT-PGD, and any attack drawing from torch's RNG
+    attack = ATTACKS[name].build(model.eval(), seed)
+    out = [attack(images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    return torch.cat(out).detach()
