@@ -43,51 +43,93 @@ class ReferenceDefense:
         self.settings = settings
         self.chain: ReverseChain = reverse_chain(schedule, settings.start_step, settings.num_steps, settings.eta)
 
-    def run_chain(self, z: torch.Tensor, noise: np.ndarray) -> torch.Tensor:
+    def run_chain(self, z: torch.Tensor, noise: np.ndarray, track_unet: bool = False) -> torch.Tensor:
         """z (N, 1, 28, 28) at the chain's start -> x_0 on the model scale. noise: (T*, N, 1, 28, 28).
 
-        Straight-through: eps is computed without a graph, so d x_0 / d z = prod(a), as the official code.
-        Full: the U-Net is in the graph and its backward pass runs too.
+        track_unet: keep the U-Net in the autograd graph (full gradients); otherwise eps is a constant
+        and x_0 depends on z only through the affine coefficients.
         """
         x = z
-        full = self.settings.gradient == "full"
         for i, t in enumerate(self.chain.timesteps):
             t_batch = torch.full((x.shape[0],), int(t), dtype=torch.long)
-            with torch.set_grad_enabled(full and torch.is_grad_enabled()):
+            with torch.set_grad_enabled(track_unet and torch.is_grad_enabled()):
                 eps = self.unet(x, t_batch)
             # x_prev = a x + b eps + s n  (DDIM formula 12; eta = 1 is the DDPM step)
             x = self.chain.a[i] * x + self.chain.b[i] * eps + self.chain.s[i] * torch.from_numpy(noise[i]).to(x.dtype)
         return x
 
-    def reconstruct(self, images: torch.Tensor, draws: Draws | None = None) -> Reconstruction:
+    @property
+    def straight_through_gain(self) -> float:
+        """d x_0 / d z with eps held constant: the product of the steps' a coefficients (a scalar)."""
+        return float(np.prod(self.chain.a))
+
+    def reconstruct(
+        self, images: torch.Tensor, draws: Draws | None = None, differentiable: bool = False
+    ) -> Reconstruction:
+        """Algorithm 1 on images (B, 1, 28, 28) in [0, 1].
+
+        differentiable: keep the whole optimisation in the graph (inner gradients with create_graph), so
+        that the reconstruction can be differentiated with respect to the input: the true gradient that
+        adaptive attacks use. The U-Net is then always in the graph, and in 'full' mode the outer gradient
+        also runs through the U-Net's own backward pass (double backward).
+        """
         s = self.settings
-        batch = images.shape[0]
-        draws = draws or draw(s, batch, tuple(images.shape[1:]))
-        target = images.repeat_interleave(s.num_candidates, dim=0)  # (B R, 1, 28, 28), candidate-major per image
-        z = torch.from_numpy(draws.latents.reshape(-1, *images.shape[1:]).copy()).requires_grad_(True)
-        optimizer = torch.optim.Adam([z], lr=s.lr, betas=s.adam_betas)
+        batch, shape = images.shape[0], tuple(images.shape[1:])
+        draws = draws or draw(s, batch, shape)
+        target = images.repeat_interleave(s.num_candidates, dim=0)  # (B R, 1, 28, 28), candidates of an image together
+        z = torch.from_numpy(draws.latents.reshape(-1, *shape).copy()).to(images.dtype).requires_grad_(True)
+        adam = FunctionalAdam(s.adam_betas)
         rates = s.learning_rates()
+        full = s.gradient == "full"
 
         for run in range(s.iterations):
-            noise = draws.step_noise(run).reshape(s.num_steps, -1, *images.shape[1:])
+            noise = draws.step_noise(run).reshape(s.num_steps, -1, *shape)
             last = run == s.iterations - 1
-            with torch.set_grad_enabled(not last):
-                out = to_image(self.run_chain(z, noise), s.output_map)
+            # The updates need gradients whatever the caller's grad mode; the last run needs none unless
+            # the caller differentiates through it.
+            with torch.set_grad_enabled(differentiable or not last):
+                x0 = self.run_chain(z, noise, track_unet=full or differentiable)
+                out = to_image(x0, s.output_map)
                 per_candidate = (out - target).pow(2).flatten(1).mean(1)  # (B R,)
-            if last:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = rates[run]
-            optimizer.zero_grad(set_to_none=True)
-            per_candidate.sum().backward()  # candidates are independent: each gets its own gradient
-            optimizer.step()
+                if not last:
+                    # Candidates are independent, so the gradient of the sum is each one's own gradient.
+                    if full:
+                        (grad,) = torch.autograd.grad(per_candidate.sum(), z, create_graph=differentiable)
+                    else:  # the official code's gradient: the U-Net's Jacobian left out
+                        (grad_x0,) = torch.autograd.grad(per_candidate.sum(), x0, create_graph=differentiable)
+                        grad = self.straight_through_gain * grad_x0
+                    z = adam.step(z, grad, rates[run])
+                    if not differentiable:
+                        z = z.detach().requires_grad_(True)
 
-        candidate_losses = per_candidate.detach().view(batch, s.num_candidates)
-        best = candidate_losses.argmin(dim=1)
+        candidate_losses = per_candidate.view(batch, s.num_candidates)
+        best = candidate_losses.detach().argmin(dim=1)
         pick = torch.arange(batch) * s.num_candidates + best
+        keep = (lambda t: t) if differentiable else torch.Tensor.detach
         return Reconstruction(
-            image=out.detach()[pick],
+            image=keep(out[pick]),
             latent=z.detach()[pick],
-            loss=candidate_losses[torch.arange(batch), best],
-            candidate_losses=candidate_losses,
+            loss=keep(candidate_losses[torch.arange(batch), best]),
+            candidate_losses=candidate_losses.detach(),
         )
+
+
+class FunctionalAdam:
+    """Adam (Kingma and Ba 2015, Algorithm 1) as tensor arithmetic, the same as torch.optim.Adam with
+    its defaults but able to stay in the autograd graph."""
+
+    def __init__(self, betas: tuple[float, float], eps: float = 1e-8) -> None:
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.m = self.v = None
+        self.t = 0
+
+    def step(self, z: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+        self.t += 1
+        self.m = grad * (1 - self.beta1) if self.m is None else self.beta1 * self.m + (1 - self.beta1) * grad
+        self.v = (
+            grad * grad * (1 - self.beta2) if self.v is None else self.beta2 * self.v + (1 - self.beta2) * grad * grad
+        )
+        m_hat = self.m / (1 - self.beta1**self.t)
+        denominator = (self.v / (1 - self.beta2**self.t)).sqrt() + self.eps
+        return z - lr * m_hat / denominator
