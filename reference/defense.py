@@ -40,6 +40,7 @@ class ReferenceDefense:
 
     def __init__(self, unet: nn.Module, schedule: NoiseSchedule, settings: DefenseSettings) -> None:
         self.unet = unet.eval().requires_grad_(False)
+        self.schedule = schedule
         self.settings = settings
         self.chain: ReverseChain = reverse_chain(schedule, settings.start_step, settings.num_steps, settings.eta)
 
@@ -57,6 +58,10 @@ class ReferenceDefense:
             # x_prev = a x + b eps + s n  (DDIM formula 12; eta = 1 is the DDPM step)
             x = self.chain.a[i] * x + self.chain.b[i] * eps + self.chain.s[i] * torch.from_numpy(noise[i]).to(x.dtype)
         return x
+
+    def with_settings(self, settings: DefenseSettings) -> ReferenceDefense:
+        """The same U-Net and schedule under other settings (another seed, say)."""
+        return ReferenceDefense(self.unet, self.schedule, settings)
 
     @property
     def straight_through_gain(self) -> float:

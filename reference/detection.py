@@ -1,0 +1,51 @@
+"""Attack detection from the reconstruction error: ROC AUC, and a threshold set on clean data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """auroc: adversarial (positive) against clean (negative) by score; threshold: the clean scores'
+    (1 - target_fpr) quantile; detection_rate: adversarial scores above it; clean_fpr: clean ones above it."""
+
+    auroc: float
+    threshold: float
+    detection_rate: float
+    clean_fpr: float
+    fpr: np.ndarray
+    tpr: np.ndarray
+
+
+def clean_threshold(clean_scores: np.ndarray, target_fpr: float = 0.05) -> float:
+    if not 0 < target_fpr < 1:
+        raise ValueError(f"Expected a target false-positive rate in (0, 1), but got {target_fpr}.")
+    return float(np.quantile(np.asarray(clean_scores, np.float64), 1 - target_fpr))
+
+
+def evaluate_detection(
+    clean_scores: np.ndarray, adversarial_scores: np.ndarray, target_fpr: float = 0.05, threshold: float | None = None
+) -> DetectionResult:
+    """Scores are reconstruction errors (higher: more likely attacked). Pass ``threshold`` set on a separate
+    clean calibration set to keep the false-positive rate honest; otherwise it is set on ``clean_scores``."""
+    clean, adversarial = np.asarray(clean_scores, np.float64), np.asarray(adversarial_scores, np.float64)
+    if clean.size == 0 or adversarial.size == 0:
+        raise ValueError("Expected clean and adversarial scores, but one of them is empty.")
+    if not (np.isfinite(clean).all() and np.isfinite(adversarial).all()):
+        raise ValueError("Expected finite scores, but got NaN or infinity.")
+    labels = np.concatenate([np.zeros(clean.size), np.ones(adversarial.size)])
+    scores = np.concatenate([clean, adversarial])
+    fpr, tpr, _ = roc_curve(labels, scores)
+    threshold = clean_threshold(clean, target_fpr) if threshold is None else threshold
+    return DetectionResult(
+        auroc=float(roc_auc_score(labels, scores)),
+        threshold=threshold,
+        detection_rate=float((adversarial > threshold).mean()),
+        clean_fpr=float((clean > threshold).mean()),
+        fpr=fpr,
+        tpr=tpr,
+    )

@@ -1,0 +1,80 @@
+"""The defence as attacks see it: BPDA's identity gradient, the true gradient, EOT's randomness, ART's shape."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffdefense.reference.defended import DefendedClassifier, DiffDefensePreprocessor
+from diffdefense.reference.defense import ReferenceDefense
+from diffdefense.reference.detection import evaluate_detection
+from diffdefense.schedule import NoiseSchedule
+from diffdefense.settings import DefenseSettings
+from diffdefense.training.models import ModelA, UNet
+
+SETTINGS = DefenseSettings(num_candidates=2, iterations=2, num_steps=2, start_step=10, lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    return ModelA().eval(), ReferenceDefense(UNet((8, 8, 8)), NoiseSchedule.linear(), SETTINGS)
+
+
+def test_bpda_gradient_is_the_classifier_gradient_at_the_reconstruction(parts):
+    classifier, defense = parts
+    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    DefendedClassifier(classifier, defense, "bpda")(x).sum().backward()
+    purified = defense.reconstruct(x.detach()).image.requires_grad_(True)
+    classifier(purified).sum().backward()
+    torch.testing.assert_close(x.grad, purified.grad)
+
+
+def test_true_gradient_differs_from_bpda(parts):
+    classifier, defense = parts
+    grads = []
+    for mode in ("bpda", "true"):
+        x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        DefendedClassifier(classifier, defense, mode)(x)[0, 3].backward()
+        grads.append(x.grad)
+    assert torch.isfinite(grads[1]).all() and not torch.allclose(*grads)
+
+
+def test_randomized_calls_use_new_draws_and_fixed_calls_do_not(parts):
+    classifier, defense = parts
+    x = torch.rand(1, 1, 28, 28)
+    fixed = DefendedClassifier(classifier, defense)
+    random = DefendedClassifier(classifier, defense, randomize=True)
+    with torch.no_grad():
+        assert torch.equal(fixed(x), fixed(x))
+        assert not torch.equal(random(x), random(x))
+
+
+def test_art_preprocessor_shape(parts):
+    _, defense = parts
+    preprocessor = DiffDefensePreprocessor(defense)
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    purified, labels = preprocessor(x, np.array([1, 2]))
+    assert purified.shape == x.shape and labels.tolist() == [1, 2]
+    assert preprocessor.estimate_gradient(x, np.ones_like(x)).shape == x.shape
+    with pytest.raises(ValueError, match="gradient of the input's shape"):
+        preprocessor.estimate_gradient(x, np.ones((3, 1, 28, 28)))
+
+
+def test_bad_gradient_mode_is_refused(parts):
+    with pytest.raises(ValueError, match="'bpda' or 'true'"):
+        DefendedClassifier(*parts, gradient="magic")
+
+
+def test_detection_on_separable_and_identical_scores():
+    clean = np.linspace(0.0, 1.0, 101)
+    separable = evaluate_detection(clean, clean + 2.0)
+    assert separable.auroc == 1.0 and separable.detection_rate == 1.0
+    assert separable.clean_fpr == pytest.approx(0.05, abs=0.011)
+    same = evaluate_detection(clean, clean)
+    assert same.auroc == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("clean", "adversarial"), [([], [1.0]), ([np.nan], [1.0])])
+def test_detection_refuses_empty_or_nan_scores(clean, adversarial):
+    with pytest.raises(ValueError, match="Expected"):
+        evaluate_detection(np.array(clean), np.array(adversarial))
