@@ -9,10 +9,12 @@ import click
 
 from diffdefense import __version__
 from diffdefense.data import DATA_ENV_VAR, DATASET_NAMES, DataError
+from diffdefense.settings import PRESETS as DEFENSE_PRESETS
 from diffdefense.shipped import ChecksumError
 from diffdefense.training.configs import ClassifierConfig, DDPMConfig
 
 CLASSIFIER, DDPM = ClassifierConfig(), DDPMConfig()  # the defaults, written once
+PRESET_NAMES = tuple(DEFENSE_PRESETS)
 
 dataset_option = click.option("--dataset", type=click.Choice(DATASET_NAMES), default="mnist", show_default=True)
 out_option = click.option(
@@ -173,3 +175,37 @@ def models_sample(dataset, num_samples, seed, out) -> None:
         f"{dataset}: class shares {result['class_shares']}, mean top-class probability "
         f"{result['mean_top_probability']:.3f}; grid {result['grid']}"
     )
+
+
+@main.command("evaluate")
+@dataset_option
+@click.option("--preset", type=click.Choice(sorted(PRESET_NAMES)), default="paper", show_default=True)
+@click.option("-n", "--num-images", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--attack", "attacks", multiple=True, help="Attack to run (repeat); default: the paper's six.")
+@click.option("--black-box/--no-black-box", default=True, show_default=True, help="Also transfer from Model B.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
+@seed_option
+@data_root_option
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Report folder; its cache/ makes an interrupted run resume.",
+)
+def evaluate_command(dataset, preset, num_images, attacks, black_box, batch_size, seed, data_root, out) -> None:
+    """Attack the classifier, defend, and write a report (JSON, markdown table, ROC curves, example grids)."""
+    from diffdefense.reference.evaluation import EvaluationConfig, run_evaluation
+    from diffdefense.reference.report import write_report
+    from diffdefense.settings import PRESETS
+
+    config = EvaluationConfig(
+        dataset=dataset,
+        num_images=num_images,
+        seed=seed,
+        black_box=black_box,
+        batch_size=batch_size,
+        settings=PRESETS[preset].with_(seed=seed),
+        preset=preset,
+        **({"attacks": tuple(attacks)} if attacks else {}),
+    )
+    click.echo(f"Report: {write_report(run_evaluation(config, out, data_root), out)}")

@@ -1,0 +1,110 @@
+"""Writing an evaluation as a report folder: results.json, report.md (laid out like the paper's table), PNGs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from diffdefense.reference.paper_numbers import PAPER_DETECTION_AUROC, PAPER_NO_DEFENSE_ACCURACY, PAPER_ROBUST_ACCURACY
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def markdown_table(record: dict) -> str:
+    r = record["results"]
+    s = record["settings"]
+    lines = [
+        f"# DiffDefense evaluation: {record['dataset']}, preset `{record['preset']}`",
+        "",
+        f"Data: {record['data']}. Settings: L = {s['iterations']}, R = {s['num_candidates']}, T* = {s['num_steps']} "
+        f"(start index {s['start_step']}, eta {s['eta']}), gradient {s['gradient']}, output {s['output_map']}: "
+        f"{record['unet_evaluations_per_input']} U-Net image evaluations per input. Seed {record['seed']}.",
+        "",
+        f"Clean accuracy of Model A: {_pct(r['clean']['accuracy_no_defense'])} % without the defence, "
+        f"{_pct(r['clean']['accuracy_defended'])} % with it.",
+        "",
+    ]
+    paper = record["dataset"] == "mnist"
+    for setting, title in (
+        ("white_box", "White box (attacks built on Model A)"),
+        ("black_box", "Black box (transferred from Model B)"),
+    ):
+        if not r.get(setting):
+            continue
+        head = "| attack | no defence | DiffDefense | detection AUROC | detected at 5 % clean FPR |"
+        rule = "| --- | --- | --- | --- | --- |"
+        if paper and setting == "white_box":
+            head = head[:-1] + " paper: no defence | paper: DiffDefense | paper: AUROC |"
+            rule += " --- | --- | --- |"
+        lines += [f"## {title}", "", "Accuracy of Model A in %.", "", head, rule]
+        for attack, v in r[setting].items():
+            row = (
+                f"| {attack} | {_pct(v['accuracy_no_defense'])} | {_pct(v['accuracy_defended'])} | "
+                f"{v['detection_auroc']:.3f} | {_pct(v['detection_rate_at_5pct_fpr'])} |"
+            )
+            if paper and setting == "white_box":
+                row += (
+                    f" {PAPER_NO_DEFENSE_ACCURACY.get(attack, '-')} | {PAPER_ROBUST_ACCURACY.get(attack, '-')} | "
+                    f"{PAPER_DETECTION_AUROC.get(attack, '-')} |"
+                )
+            lines.append(row)
+        lines.append("")
+    lines += [
+        "Paper numbers: DESIGN section 1 (read off the official repository's figure, +-0.5 point).",
+        "Every number above is in results.json with the sample indices, settings and versions.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_roc(curves: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for tag, (fpr, tpr) in curves.items():
+        if tag.startswith("white_box_"):
+            ax.plot(fpr, tpr, label=tag.removeprefix("white_box_"))
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate (clean)", ylabel="true positive rate (attacked)", title=title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_examples(examples: dict[str, np.ndarray], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(examples)
+    n = len(examples["input"])
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 0.95), squeeze=False)
+    for i, name in enumerate(rows):
+        for j in range(n):
+            ax = axes[i, j]
+            ax.imshow(examples[name][j, 0], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(evaluation: dict, out_dir: Path) -> Path:
+    record = evaluation["record"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out_dir / "report.md").write_text(markdown_table(record))
+    plot_roc(evaluation["curves"], out_dir / "roc.png", f"{record['dataset']}: detection by reconstruction error")
+    plot_examples(evaluation["examples"], out_dir / "examples.png")
+    return out_dir / "report.md"

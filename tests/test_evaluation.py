@@ -1,0 +1,60 @@
+"""The evaluation report end to end on a tiny data set, and its resume from the cache."""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("torchattacks", reason="install it with tools/install.sh")
+
+import diffdefense.reference.evaluation as evaluation  # noqa: E402
+from diffdefense.reference.evaluation import EvaluationConfig, pick_indices, run_evaluation  # noqa: E402
+from diffdefense.reference.report import write_report  # noqa: E402
+from diffdefense.schedule import NoiseSchedule  # noqa: E402
+from diffdefense.settings import DefenseSettings  # noqa: E402
+from diffdefense.training.models import UNet  # noqa: E402
+
+
+@pytest.fixture
+def small_unet(monkeypatch):
+    torch.manual_seed(0)
+    monkeypatch.setattr(evaluation, "load_unet", lambda dataset: (UNet((8, 8, 8)), NoiseSchedule.linear()))
+
+
+def test_report_is_written_and_an_interrupted_run_resumes_from_the_cache(
+    tiny_data_root, tmp_path, small_unet, monkeypatch
+):
+    config = EvaluationConfig(
+        num_images=6,
+        attacks=("FGSM", "PGD"),
+        batch_size=4,
+        settings=DefenseSettings(num_candidates=2, iterations=2, num_steps=2, start_step=10),
+    )
+    first = run_evaluation(config, tmp_path / "report", tiny_data_root)
+    write_report(first, tmp_path / "report")
+    record = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert len(record["indices"]) == 6 and record["settings"]["num_candidates"] == 2
+    assert set(record["results"]["white_box"]) == {"FGSM", "PGD"} and set(record["results"]["black_box"]) == {
+        "FGSM",
+        "PGD",
+    }
+    assert record["results"]["white_box"]["FGSM"]["linf_perturbation"] <= 0.3 + 1e-6
+    for name in ("report.md", "roc.png", "examples.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    assert "| FGSM |" in (tmp_path / "report" / "report.md").read_text()
+
+    def no_more_work(*args, **kwargs):
+        raise AssertionError("a cached result was computed again")
+
+    monkeypatch.setattr(evaluation, "run_attack", no_more_work)
+    monkeypatch.setattr(evaluation, "defend", no_more_work)
+    again = run_evaluation(config, tmp_path / "report", tiny_data_root)
+    assert again["record"]["results"] == first["record"]["results"]
+
+
+def test_unknown_attack_and_bad_counts_are_refused(tiny_data_root, tmp_path):
+    with pytest.raises(ValueError, match="Expected attacks from"):
+        run_evaluation(EvaluationConfig(attacks=("Magic",)), tmp_path, tiny_data_root)
+    with pytest.raises(ValueError, match="between 1 and 10"):
+        pick_indices(10, 11, 0)
+    assert pick_indices(100, 5, 3).tolist() == pick_indices(100, 5, 3).tolist()
