@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from diffdefense.data import load_dataset
+from diffdefense.reference.adaptive import adaptive_budgets, run_adaptive
 from diffdefense.reference.attacks import ATTACKS, run_attack
 from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.reference.detection import evaluate_detection
@@ -33,6 +34,10 @@ class EvaluationConfig:
     batch_size: int = 50
     settings: DefenseSettings = field(default_factory=DefenseSettings)
     preset: str = "custom"
+    adaptive_images: int = 0  # the first N of the chosen images; 0 skips the adaptive attacks
+    adaptive_eps: tuple[float, ...] = (0.3, 0.1)
+    adaptive_steps: int = 20
+    eot_iter: int = 4
 
 
 class ArrayCache:
@@ -133,6 +138,8 @@ def run_evaluation(config: EvaluationConfig, out_dir: Path, data_root: Path | No
                 "mean_score": float(scores.mean()),
                 "attack_settings": ATTACKS[attack].settings,
             }
+    if config.adaptive_images:
+        results["adaptive"] = _adaptive(config, cache, model_a, defense, images, labels, defended)
     record = {
         "dataset": config.dataset,
         "data": f"{test.name}, {len(indices)} images chosen with seed {config.seed}"
@@ -157,6 +164,28 @@ def run_evaluation(config: EvaluationConfig, out_dir: Path, data_root: Path | No
         "config": {k: v for k, v in asdict(config).items() if k != "settings"},
     }
     return {"record": record, "curves": curves, "examples": _examples(images, cache, config, shape)}
+
+
+def _adaptive(config, cache, classifier, defense, images, labels, defended) -> dict:
+    n = min(config.adaptive_images, len(images))
+    out = {}
+    for eps in config.adaptive_eps:
+        for budget in adaptive_budgets(eps, config.adaptive_steps, config.eot_iter):
+            tag = "adaptive_" + budget.name.replace(" ", "_").replace("(", "").replace(")", "")
+            adversarial = cache.get(
+                f"adversarial_{tag}",
+                lambda b=budget: run_adaptive(
+                    b, classifier, defense, torch.from_numpy(images[:n]), torch.from_numpy(labels[:n]), config.seed
+                ).numpy(),
+            )
+            recon, _ = defended(tag, adversarial)
+            out[budget.name] = {
+                "images": n,
+                "budget": budget.to_dict(),
+                "accuracy_no_defense": float((predict(classifier, adversarial) == labels[:n]).mean()),
+                "accuracy_defended": float((predict(classifier, recon) == labels[:n]).mean()),
+            }
+    return out
 
 
 def _examples(images: np.ndarray, cache: ArrayCache, config: EvaluationConfig, shape) -> dict:

@@ -78,3 +78,15 @@ def test_detection_on_separable_and_identical_scores():
 def test_detection_refuses_empty_or_nan_scores(clean, adversarial):
     with pytest.raises(ValueError, match="Expected"):
         evaluate_detection(np.array(clean), np.array(adversarial))
+
+
+@pytest.mark.parametrize(("gradient", "attack"), [("bpda", "PGD"), ("true", "EOTPGD")])
+def test_torchattacks_can_attack_through_the_defence(parts, gradient, attack):
+    torchattacks = pytest.importorskip("torchattacks", reason="install it with tools/install.sh")
+    classifier, defense = parts
+    model = DefendedClassifier(classifier, defense, gradient, randomize=attack == "EOTPGD")
+    x = torch.rand(2, 1, 28, 28)
+    kwargs = {"eot_iter": 2} if attack == "EOTPGD" else {}
+    adversarial = getattr(torchattacks, attack)(model, eps=0.3, alpha=0.1, steps=2, **kwargs)(x, torch.tensor([1, 2]))
+    assert adversarial.shape == x.shape and (adversarial - x).abs().max() <= 0.3 + 1e-6
+    assert not torch.equal(adversarial, x)

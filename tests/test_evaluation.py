@@ -28,6 +28,10 @@ def test_report_is_written_and_an_interrupted_run_resumes_from_the_cache(
         num_images=6,
         attacks=("FGSM", "PGD"),
         batch_size=4,
+        adaptive_images=2,
+        adaptive_eps=(0.1,),
+        adaptive_steps=1,
+        eot_iter=2,
         settings=DefenseSettings(num_candidates=2, iterations=2, num_steps=2, start_step=10),
     )
     first = run_evaluation(config, tmp_path / "report", tiny_data_root)
@@ -42,11 +46,18 @@ def test_report_is_written_and_an_interrupted_run_resumes_from_the_cache(
     for name in ("report.md", "roc.png", "examples.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert "| FGSM |" in (tmp_path / "report" / "report.md").read_text()
+    adaptive = record["results"]["adaptive"]
+    assert set(adaptive) == {"BPDA-PGD eps 0.1", "EOT-PGD (true gradient) eps 0.1"}
+    assert (
+        adaptive["BPDA-PGD eps 0.1"]["images"] == 2
+        and adaptive["EOT-PGD (true gradient) eps 0.1"]["budget"]["eot_iter"] == 2
+    )
 
     def no_more_work(*args, **kwargs):
         raise AssertionError("a cached result was computed again")
 
     monkeypatch.setattr(evaluation, "run_attack", no_more_work)
+    monkeypatch.setattr(evaluation, "run_adaptive", no_more_work)
     monkeypatch.setattr(evaluation, "defend", no_more_work)
     again = run_evaluation(config, tmp_path / "report", tiny_data_root)
     assert again["record"]["results"] == first["record"]["results"]
