@@ -209,3 +209,25 @@ def evaluate_command(dataset, preset, num_images, attacks, black_box, batch_size
         **({"attacks": tuple(attacks)} if attacks else {}),
     )
     click.echo(f"Report: {write_report(run_evaluation(config, out, data_root), out)}")
+
+
+@main.command("export")
+@dataset_option
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESET_NAMES)),
+    default="paper",
+    show_default=True,
+    help="Defence settings the bundle carries as its defaults.",
+)
+@data_root_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle folder.")
+def export_command(dataset, preset, data_root, out) -> None:
+    """Export the shipped models of DATASET to an ONNX bundle, checked against PyTorch."""
+    import json
+
+    from diffdefense.export.bundle import export_bundle
+
+    path = export_bundle(dataset, out, preset, data_root)
+    parity = json.loads((path / "manifest.json").read_text())["parity"]
+    click.echo(f"Bundle {path}: " + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()))

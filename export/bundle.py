@@ -1,0 +1,112 @@
+"""Writing a bundle: ONNX graphs, parity checks against PyTorch, and a manifest with every file's sha256.
+
+The bundle is assembled in a temporary folder beside the target and renamed into place at the end, so a
+half-written bundle never looks whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from diffdefense import __version__, shipped
+from diffdefense.data import load_dataset
+from diffdefense.export.onnx_export import export_classifier, export_unet, max_abs_error
+from diffdefense.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME, sha256_file
+from diffdefense.settings import PRESETS
+from diffdefense.training.loading import load_classifier, load_unet
+
+LABELS = {"mnist": [str(d) for d in range(10)], "kmnist": ["お", "き", "す", "つ", "な", "は", "ま", "や", "れ", "を"]}
+PARITY_TOLERANCE = 1e-3
+
+
+def parity_inputs(dataset: str, data_root: Path | None, schedule) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Random inputs, and real test images (noised to several levels for the U-Net)."""
+    rng = np.random.default_rng(0)
+    real = load_dataset(dataset, "test", data_root).subset(np.arange(16)).float_images()
+    t = np.linspace(0, schedule.num_steps - 1, 16).astype(np.int64)
+    c0, c1 = schedule.q_sample_coefficients(t)
+    noised = c0[:, None, None, None] * (real * 2 - 1) + c1[:, None, None, None] * rng.standard_normal(real.shape)
+    return {
+        "unet": {
+            "random": {
+                "x": rng.standard_normal((7, 1, 28, 28)).astype(np.float32),
+                "t": rng.integers(0, schedule.num_steps, 7).astype(np.int64),
+            },
+            "real": {"x": noised.astype(np.float32), "t": t},
+        },
+        "classifier": {"random": {"images": rng.random((7, 1, 28, 28), dtype=np.float32)}, "real": {"images": real}},
+    }
+
+
+def source_checksums(dataset: str) -> dict[str, str]:
+    """sha256 of the shipped weights the bundle was made from."""
+    files = shipped.read_manifest()["files"]
+    return {name: files[f"{dataset}/{name}.safetensors"]["sha256"] for name in ("unet", "model_a")}
+
+
+def export_bundle(dataset: str, out_dir: Path, preset: str = "paper", data_root: Path | None = None) -> Path:
+    unet, schedule = load_unet(dataset)
+    classifier = load_classifier(dataset, "model_a")
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        export_unet(unet, tmp / "unet.onnx")
+        export_classifier(classifier, tmp / "classifier.onnx")
+        parity = {}
+        for role, model in (("unet", unet), ("classifier", classifier)):
+            for kind, inputs in parity_inputs(dataset, data_root, schedule)[role].items():
+                error = max_abs_error(tmp / f"{role}.onnx", model, inputs)
+                if error > PARITY_TOLERANCE:
+                    raise RuntimeError(
+                        f"{role}.onnx differs from PyTorch by {error:.2e} on {kind} inputs "
+                        f"(tolerance {PARITY_TOLERANCE})."
+                    )
+                parity[f"{role}_{kind}_max_abs_error"] = error
+        files = {
+            name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+            for name in ("unet.onnx", "classifier.onnx")
+        }
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "dataset": dataset,
+            "labels": LABELS[dataset],
+            "image": {"shape": [1, 28, 28], "dtype": "float32", "range": [0.0, 1.0]},
+            "model_range": [-1.0, 1.0],
+            "schedule": {"betas": schedule.betas.tolist()},
+            "defaults": {"preset": preset, "settings": PRESETS[preset].to_dict()},
+            "roles": {"unet": "unet.onnx", "classifier": "classifier.onnx"},
+            "files": files,
+            "parity": parity,
+            "sources": source_checksums(dataset),
+            "versions": {
+                "diffdefense": __version__,
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+                "python": platform.python_version(),
+            },
+        }
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,107 @@
+"""Export to an ONNX bundle (dynamic batch, parity with PyTorch), and the runtime's refusal of a bad bundle."""
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+import diffdefense.export.bundle as bundle_module
+from diffdefense.export.bundle import export_bundle
+from diffdefense.runtime.bundle import BundleError, load_bundle
+from diffdefense.schedule import NoiseSchedule
+from diffdefense.training.models import ModelA, UNet
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bundle_module, "load_unet", lambda dataset: (UNet().eval(), NoiseSchedule.linear()))
+        patch.setattr(bundle_module, "load_classifier", lambda dataset, arch: ModelA().eval())
+        patch.setattr(bundle_module, "source_checksums", lambda dataset: {"unet": "test", "model_a": "test"})
+        from tests.conftest import write_idx_folder
+
+        root = tmp_path_factory.mktemp("data")
+        write_idx_folder(root / "mnist")
+        return export_bundle("mnist", tmp_path_factory.mktemp("out") / "bundle", "paper", root)
+
+
+def test_bundle_manifest_and_parity(bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    m = bundle.manifest
+    assert m["labels"] == [str(d) for d in range(10)] and m["image"]["range"] == [0.0, 1.0]
+    assert len(m["schedule"]["betas"]) == 100 and m["defaults"]["preset"] == "paper"
+    assert set(m["parity"]) == {f"{r}_{k}_max_abs_error" for r in ("unet", "classifier") for k in ("random", "real")}
+    assert max(m["parity"].values()) < 1e-4
+    assert not list(bundle_dir.parent.glob("*.tmp-*"))
+
+
+@pytest.mark.parametrize("batch", [1, 13])
+def test_graphs_take_any_batch(bundle_dir, batch):
+    bundle = load_bundle(bundle_dir)
+    unet = ort.InferenceSession(str(bundle.path("unet")), providers=["CPUExecutionProvider"])
+    eps = unet.run(None, {"x": np.zeros((batch, 1, 28, 28), np.float32), "t": np.zeros(batch, np.int64)})[0]
+    classifier = ort.InferenceSession(str(bundle.path("classifier")), providers=["CPUExecutionProvider"])
+    logits = classifier.run(None, {"images": np.zeros((batch, 1, 28, 28), np.float32)})[0]
+    assert eps.shape == (batch, 1, 28, 28) and logits.shape == (batch, 10)
+
+
+@pytest.fixture
+def copy(bundle_dir, tmp_path):
+    return shutil.copytree(bundle_dir, tmp_path / "copy")
+
+
+def edit_manifest(folder, change):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_changed_file_is_refused_by_name(copy):
+    data = bytearray((copy / "unet.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "unet.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="unet.onnx does not match its sha256"):
+        load_bundle(copy)
+
+
+def test_a_truncated_file_is_refused_by_name(copy):
+    (copy / "classifier.onnx").write_bytes((copy / "classifier.onnx").read_bytes()[:100])
+    with pytest.raises(BundleError, match="classifier.onnx has 100 bytes"):
+        load_bundle(copy)
+
+
+def test_swapped_files_are_refused(copy):
+    unet, classifier = (copy / "unet.onnx").read_bytes(), (copy / "classifier.onnx").read_bytes()
+    (copy / "unet.onnx").write_bytes(classifier)
+    (copy / "classifier.onnx").write_bytes(unet)
+    with pytest.raises(BundleError, match=r"(unet|classifier)\.onnx"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.update(format_version=2), "format version 2; this runtime reads version 1"),
+        (lambda m: m.pop("format_version"), "format version None"),
+        (lambda m: m["files"].update({"../outside.onnx": {"sha256": "0", "bytes": 1}}), "outside the bundle"),
+        (lambda m: m["files"].update({"extra.onnx": {"sha256": "0", "bytes": 1}}), "extra.onnx .* is missing"),
+        (lambda m: m["roles"].update(unet="other.onnx"), "role 'unet' to 'other.onnx'"),
+    ],
+)
+def test_a_manifest_that_lies_is_refused(copy, change, message):
+    edit_manifest(copy, change)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(copy)
+
+
+def test_missing_or_broken_manifest_is_refused(copy):
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="Expected a bundle manifest"):
+        load_bundle(copy)

@@ -1,0 +1,9 @@
+"""Export the shipped models to an ONNX bundle: the same as `diffdefense export`.
+
+python tools/export.py --dataset mnist --out bundles/mnist
+"""
+
+from diffdefense.cli import export_command
+
+if __name__ == "__main__":
+    export_command()
