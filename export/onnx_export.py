@@ -50,7 +50,7 @@ def export_classifier(classifier: nn.Module, path: Path) -> None:
     """logits (N, 10) = classifier(images (N, 1, 28, 28) float32 in [0, 1]), N dynamic."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
-        Logits(classifier),
+        Logits(classifier).eval(),
         (torch.rand(2, 1, 28, 28),),
         str(path),
         input_names=["images"],

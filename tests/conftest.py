@@ -1,4 +1,5 @@
 import gzip
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +45,30 @@ def real_data_root() -> Path:
     if not (root / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"the real MNIST/KMNIST data are not at {root} (set DIFFDEFENSE_DATA to their folder)")
     return root
+
+
+@dataclass(frozen=True)
+class ExportedBundle:
+    path: Path
+    unet: object
+    classifier: object
+
+
+@pytest.fixture(scope="session")
+def exported_bundle(tmp_path_factory) -> ExportedBundle:
+    """A bundle exported from small random-weight models (fast, and independent of the shipped weights)."""
+    torch = pytest.importorskip("torch")
+    import diffdefense.export.bundle as bundle_module
+    from diffdefense.schedule import NoiseSchedule
+    from diffdefense.training.models import ModelA, UNet
+
+    torch.manual_seed(0)
+    unet, classifier = UNet().eval(), ModelA().eval()
+    root = tmp_path_factory.mktemp("data")
+    write_idx_folder(root / "mnist")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bundle_module, "load_unet", lambda dataset: (unet, NoiseSchedule.linear()))
+        patch.setattr(bundle_module, "load_classifier", lambda dataset, arch: classifier)
+        patch.setattr(bundle_module, "source_checksums", lambda dataset: {"unet": "test", "model_a": "test"})
+        path = bundle_module.export_bundle("mnist", tmp_path_factory.mktemp("out") / "bundle", "paper", root)
+    return ExportedBundle(path, unet, classifier)

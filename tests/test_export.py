@@ -6,27 +6,13 @@ import shutil
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
-import diffdefense.export.bundle as bundle_module
-from diffdefense.export.bundle import export_bundle
 from diffdefense.runtime.bundle import BundleError, load_bundle
-from diffdefense.schedule import NoiseSchedule
-from diffdefense.training.models import ModelA, UNet
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bundle_module, "load_unet", lambda dataset: (UNet().eval(), NoiseSchedule.linear()))
-        patch.setattr(bundle_module, "load_classifier", lambda dataset, arch: ModelA().eval())
-        patch.setattr(bundle_module, "source_checksums", lambda dataset: {"unet": "test", "model_a": "test"})
-        from tests.conftest import write_idx_folder
-
-        root = tmp_path_factory.mktemp("data")
-        write_idx_folder(root / "mnist")
-        return export_bundle("mnist", tmp_path_factory.mktemp("out") / "bundle", "paper", root)
+def bundle_dir(exported_bundle):
+    return exported_bundle.path
 
 
 def test_bundle_manifest_and_parity(bundle_dir):

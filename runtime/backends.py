@@ -1,0 +1,51 @@
+"""Model runners behind one small interface: run(inputs) -> first output. onnxruntime with the CPU, CUDA or
+TensorRT execution provider; a provider that is not available is refused, naming those that are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+class BackendError(RuntimeError):
+    """A backend that is not installed or cannot run here."""
+
+
+def available_providers() -> list[str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return list(onnxruntime.get_available_providers())
+
+
+class OnnxRunner:
+    """One ONNX graph in an onnxruntime session on the chosen provider (no silent fallback to the CPU)."""
+
+    def __init__(self, path: Path, provider: str = "cpu", threads: int | None = None) -> None:
+        try:
+            import onnxruntime
+        except ImportError as err:
+            raise BackendError("onnxruntime is not installed: pip install 'diffdefense[cpu]' (or [gpu]).") from err
+        if provider not in PROVIDERS:
+            raise BackendError(f"Expected a provider in {sorted(PROVIDERS)}, but got {provider!r}.")
+        wanted = PROVIDERS[provider]
+        installed = onnxruntime.get_available_providers()
+        if wanted not in installed:
+            raise BackendError(f"The {wanted} is not available in this onnxruntime; installed: {', '.join(installed)}.")
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=[wanted])
+        if self.session.get_providers()[0] != wanted:  # onnxruntime may fall back quietly: refuse instead
+            raise BackendError(
+                f"onnxruntime could not start {wanted} for {path.name}; it offered {self.session.get_providers()}."
+            )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.provider = wanted
+
+    def run(self, *inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, dict(zip(self.input_names, inputs, strict=True)))[0]

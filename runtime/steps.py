@@ -1,0 +1,48 @@
+"""The defence loop's elementwise work in numpy: the reverse step, the final-step loss with its
+straight-through gradient, and the Adam update. These are the operations that cpp_ext fuses; the numbers
+here are the ones it must reproduce, and the PyTorch reference's too."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def reverse_step(x: np.ndarray, eps: np.ndarray, a: float, b: float, s: float, noise: np.ndarray) -> np.ndarray:
+    """x_prev = a x + b eps + s n (DDIM formula 12; eta = 1 is the DDPM step)."""
+    return a * x + b * eps + s * noise
+
+
+def output_image(x0: np.ndarray, output_map: str) -> np.ndarray:
+    """Chain output on the model's [-1, 1] scale -> image in [0, 1] (see diffdefense.settings)."""
+    unit = (x0 + 1.0) * 0.5
+    return 1.0 / (1.0 + np.exp(-unit)) if output_map == "sigmoid" else np.clip(unit, 0.0, 1.0)
+
+
+def loss_and_gradient(x0: np.ndarray, target: np.ndarray, gain: float, output_map: str):
+    """Per-candidate MSE of the output image to the target, and the straight-through gradient on z.
+
+    x0, target: (N, C, H, W). Returns (image, loss (N,), grad (N, C, H, W)), where
+    grad = gain * d loss / d x0 and gain = prod(a) = d x0 / d z with eps held constant.
+    """
+    image = output_image(x0, output_map)
+    diff = image - target
+    pixels = diff[0].size
+    loss = np.einsum("nchw,nchw->n", diff, diff) / pixels
+    if output_map == "sigmoid":
+        slope = 0.5 * image * (1.0 - image)
+    else:  # clip: the slope 0.5 passes where (x0 + 1) / 2 lies in [0, 1], bounds included, as torch.clamp
+        unit = (x0 + 1.0) * 0.5
+        slope = np.where((unit >= 0.0) & (unit <= 1.0), 0.5, 0.0)
+    grad = (gain * 2.0 / pixels) * diff * slope
+    return image, loss, grad.astype(x0.dtype, copy=False)
+
+
+def adam_update(z, grad, m, v, step: int, lr: float, beta1: float, beta2: float, eps: float = 1e-8):
+    """Adam (Kingma and Ba 2015, Algorithm 1), as torch.optim.Adam computes it. Updates m, v in place;
+    returns the new z. step counts from 1."""
+    m *= beta1
+    m += (1.0 - beta1) * grad
+    v *= beta2
+    v += (1.0 - beta2) * grad * grad
+    denominator = np.sqrt(v / (1.0 - beta2**step)) + eps
+    return z - (lr / (1.0 - beta1**step)) * m / denominator

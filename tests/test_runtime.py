@@ -1,0 +1,72 @@
+"""The lean runtime against the PyTorch reference on the same seeds, and its refusals of bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffdefense.reference.defense import ReferenceDefense
+from diffdefense.runtime.backends import BackendError
+from diffdefense.runtime.defender import Defender
+from diffdefense.schedule import NoiseSchedule
+from diffdefense.settings import PRESETS, DefenseSettings
+
+FAST = DefenseSettings(num_candidates=3, iterations=3, num_steps=4, start_step=14, lr=0.1)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+
+
+@pytest.mark.parametrize("settings", [FAST, FAST.with_(output_map="sigmoid", fresh_noise=True, eta=0.0)])
+def test_runtime_matches_the_reference(exported_bundle, images, settings):
+    runtime = Defender(exported_bundle.path, settings)(images)
+    reference = ReferenceDefense(exported_bundle.unet, NoiseSchedule.linear(), settings).reconstruct(
+        torch.from_numpy(images)
+    )
+    assert np.abs(runtime.reconstructions - reference.image.numpy()).max() < 1e-3
+    np.testing.assert_allclose(runtime.reconstruction_error, reference.loss.numpy(), rtol=1e-3, atol=1e-6)
+    with torch.no_grad():
+        expected = exported_bundle.classifier(reference.image).argmax(1).numpy()
+    np.testing.assert_array_equal(runtime.labels, expected)
+
+
+def test_result_fields_and_seeding(exported_bundle, images):
+    defender = Defender(exported_bundle.path, FAST, threshold=0.0)
+    one, two = defender(images), defender(images)
+    assert one.labels.shape == (4,) and one.probabilities.shape == (4, 10)
+    np.testing.assert_allclose(one.probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    assert one.attack_flag.all() and set(one.timings) == {"defence", "classify", "total"}
+    np.testing.assert_array_equal(one.reconstructions, two.reconstructions)
+    other = Defender(exported_bundle.path, FAST.with_(seed=1))(images)
+    assert not np.array_equal(one.reconstructions, other.reconstructions)
+
+
+def test_bundle_defaults_are_the_paper_preset(exported_bundle):
+    assert Defender(exported_bundle.path).settings == PRESETS["paper"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((2, 28, 28), np.float32), r"shape \(B, 1, 28, 28\), but got \(2, 28, 28\)"),
+        (np.zeros((0, 1, 28, 28), np.float32), "the batch is empty"),
+        (np.zeros((1, 1, 28, 28), np.uint8), "divide uint8 images by 255"),
+        (np.full((1, 1, 28, 28), 2.0, np.float32), r"values in \[0, 1\], but they range from 2 to 2"),
+        (np.full((1, 1, 28, 28), np.nan, np.float32), "NaN or infinity"),
+        ([[0.0]], "Expected a numpy array"),
+    ],
+)
+def test_bad_input_is_refused_with_a_sentence(exported_bundle, bad, message):
+    with pytest.raises(ValueError, match=message):
+        Defender(exported_bundle.path, FAST)(bad)
+
+
+def test_a_missing_provider_names_what_is_installed(exported_bundle):
+    with pytest.raises(BackendError, match="is not available in this onnxruntime; installed: .*CPUExecutionProvider"):
+        Defender(exported_bundle.path, FAST, provider="tensorrt")
+
+
+def test_full_gradient_mode_is_refused_clearly(exported_bundle):
+    with pytest.raises(ValueError, match="vector-Jacobian"):
+        Defender(exported_bundle.path, FAST.with_(gradient="full"))
