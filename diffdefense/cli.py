@@ -220,14 +220,21 @@ def evaluate_command(dataset, preset, num_images, attacks, black_box, batch_size
     show_default=True,
     help="Defence settings the bundle carries as its defaults.",
 )
+@click.option(
+    "--calibration-images",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Clean training-split images that set the attack threshold at 5 % false positives (0: none).",
+)
 @data_root_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle folder.")
-def export_command(dataset, preset, data_root, out) -> None:
+def export_command(dataset, preset, calibration_images, data_root, out) -> None:
     """Export the shipped models of DATASET to an ONNX bundle, checked against PyTorch."""
     import json
 
     from diffdefense.export.bundle import export_bundle
 
-    path = export_bundle(dataset, out, preset, data_root)
+    path = export_bundle(dataset, out, preset, data_root, calibration_images)
     parity = json.loads((path / "manifest.json").read_text())["parity"]
     click.echo(f"Bundle {path}: " + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()))

@@ -53,7 +53,36 @@ def source_checksums(dataset: str) -> dict[str, str]:
     return {name: files[f"{dataset}/{name}.safetensors"]["sha256"] for name in ("unet", "model_a")}
 
 
-def export_bundle(dataset: str, out_dir: Path, preset: str = "paper", data_root: Path | None = None) -> Path:
+def calibrate_threshold(
+    bundle_dir: Path, dataset: str, count: int, data_root: Path | None, seed: int = 0, target_fpr: float = 0.05
+) -> dict:
+    """The runtime's own reconstruction errors on clean *training-split* images (never test images) under the
+    bundle's default settings; the threshold flags the top target_fpr of them."""
+    from diffdefense.reference.detection import clean_threshold
+    from diffdefense.runtime.defender import Defender
+
+    train = load_dataset(dataset, "train", data_root)
+    indices = np.sort(np.random.default_rng(seed).permutation(len(train))[:count])
+    defender = Defender(bundle_dir)
+    errors = np.concatenate(
+        [defender(train.subset(indices[i : i + 50]).float_images()).reconstruction_error for i in range(0, count, 50)]
+    )
+    return {
+        "threshold": clean_threshold(errors, target_fpr),
+        "target_fpr": target_fpr,
+        "calibration": f"{count} clean images of the {train.name} split, seed {seed}",
+        "settings": defender.settings.to_dict(),
+        "clean_error_median": float(np.median(errors)),
+    }
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def export_bundle(
+    dataset: str, out_dir: Path, preset: str = "paper", data_root: Path | None = None, calibration_images: int = 200
+) -> Path:
     unet, schedule = load_unet(dataset)
     classifier = load_classifier(dataset, "model_a")
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
@@ -96,7 +125,10 @@ def export_bundle(dataset: str, out_dir: Path, preset: str = "paper", data_root:
                 "python": platform.python_version(),
             },
         }
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        _write_manifest(tmp, manifest)
+        if calibration_images:
+            manifest["detection"] = calibrate_threshold(tmp, dataset, calibration_images, data_root)
+            _write_manifest(tmp, manifest)
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -87,7 +87,7 @@ class Defender:
         ]
         self.image_shape = tuple(manifest["image"]["shape"])
         self.label_names = list(manifest["labels"])
-        self.threshold = threshold if threshold is not None else manifest.get("detection", {}).get("threshold")
+        self.threshold = threshold if threshold is not None else _bundle_threshold(manifest, settings)
         self.unet = OnnxRunner(self.bundle.path("unet"), provider, threads)
         self.classifier = OnnxRunner(self.bundle.path("classifier"), provider, threads)
 
@@ -135,6 +135,14 @@ class Defender:
             threshold=self.threshold,
             timings={"defence": defended - start, "classify": done - defended, "total": done - start},
         )
+
+
+def _bundle_threshold(manifest: dict, settings: DefenseSettings) -> float | None:
+    """The bundle's calibrated threshold, which holds only for the settings it was calibrated with."""
+    detection = manifest.get("detection")
+    if not detection or DefenseSettings(**_tuple_fields(detection["settings"])) != settings:
+        return None
+    return float(detection["threshold"])
 
 
 def _tuple_fields(settings: dict) -> dict:

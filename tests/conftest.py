@@ -70,5 +70,7 @@ def exported_bundle(tmp_path_factory) -> ExportedBundle:
         patch.setattr(bundle_module, "load_unet", lambda dataset: (unet, NoiseSchedule.linear()))
         patch.setattr(bundle_module, "load_classifier", lambda dataset, arch: classifier)
         patch.setattr(bundle_module, "source_checksums", lambda dataset: {"unet": "test", "model_a": "test"})
-        path = bundle_module.export_bundle("mnist", tmp_path_factory.mktemp("out") / "bundle", "paper", root)
+        path = bundle_module.export_bundle(
+            "mnist", tmp_path_factory.mktemp("out") / "bundle", "paper", root, calibration_images=8
+        )
     return ExportedBundle(path, unet, classifier)

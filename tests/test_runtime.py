@@ -42,8 +42,13 @@ def test_result_fields_and_seeding(exported_bundle, images):
     assert not np.array_equal(one.reconstructions, other.reconstructions)
 
 
-def test_bundle_defaults_are_the_paper_preset(exported_bundle):
-    assert Defender(exported_bundle.path).settings == PRESETS["paper"]
+def test_bundle_defaults_are_the_paper_preset_with_a_calibrated_threshold(exported_bundle):
+    defender = Defender(exported_bundle.path)
+    detection = defender.bundle.manifest["detection"]
+    assert defender.settings == PRESETS["paper"] and defender.threshold == detection["threshold"]
+    assert "8 clean images of the mnist-train split" in detection["calibration"]
+    # The threshold belongs to the settings it was calibrated with: other settings get none unless given.
+    assert Defender(exported_bundle.path, FAST).threshold is None
 
 
 @pytest.mark.parametrize(
