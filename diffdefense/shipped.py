@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 
@@ -82,3 +84,11 @@ def _add_files_locked(names: list[str], weights_dir: Path) -> None:
     tmp = weights_dir / (MANIFEST_NAME + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, weights_dir / MANIFEST_NAME)
+
+
+def bundle_dir(dataset: str) -> Path:
+    """The shipped ONNX bundle of a data set (made by tools/export.py)."""
+    path = BUNDLES_DIR / dataset
+    if not path.is_dir():
+        raise FileNotFoundError(f"There is no shipped bundle for {dataset!r} at {path}; make one with tools/export.py.")
+    return path

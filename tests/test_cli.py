@@ -1,4 +1,5 @@
 import json
+import re
 
 from click.testing import CliRunner
 
@@ -56,3 +57,31 @@ def test_the_command_line_loads_without_torch():
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
     )
+
+
+def test_defend_prints_labels_flags_and_latency(exported_bundle, tmp_path):
+    import numpy as np
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "in.npz", images=images, labels=np.array([1, 2, 3]), attacked=np.array([False, True, True]))
+    args = ["defend", str(tmp_path / "in.npz"), "--bundle", str(exported_bundle.path), "--batch-size", "2"]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [r["index"] for r in report["results"]] == [0, 1, 2]
+    assert report["results"][1]["attacked"] is True and report["results"][2]["true_label"] == "3"
+    assert report["latency"]["images"] == 3 and report["latency"]["per_image_ms_median"] > 0
+    text = CliRunner().invoke(main, args)
+    assert text.exit_code == 0 and "ms per image" in text.output
+
+
+def test_defend_refuses_a_pickled_or_misshapen_file(exported_bundle, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "flat.npy", np.zeros((2, 784), np.float32))
+    for name, message in (("objects.npy", "without pickle"), ("flat.npy", r"\(N, 28, 28\)")):
+        result = CliRunner().invoke(main, ["defend", str(tmp_path / name), "--bundle", str(exported_bundle.path)])
+        assert result.exit_code == 1
+
+        assert re.search(message, result.output), result.output
