@@ -3,7 +3,7 @@
 python tools/evaluate.py --dataset mnist --preset paper -n 1000 --out reports/mnist_paper
 """
 
-from diffdefense.cli import evaluate_command
+from diffdefense.cli.evaluate import evaluate_command
 
 if __name__ == "__main__":
     evaluate_command()

@@ -1,0 +1,54 @@
+"""The command line's group, shared options and error handling. Torch is imported inside the commands that
+need it, so ``diffdefense --help`` and the runtime commands work with the lean install."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from diffdefense import __version__
+from diffdefense.data import DATA_ENV_VAR, DATASET_NAMES, DataError
+from diffdefense.settings import PRESETS as DEFENSE_PRESETS
+from diffdefense.shipped import ChecksumError
+from diffdefense.training.configs import ClassifierConfig, DDPMConfig
+
+CLASSIFIER, DDPM = ClassifierConfig(), DDPMConfig()  # the defaults, written once
+PRESET_NAMES = tuple(DEFENSE_PRESETS)
+
+dataset_option = click.option("--dataset", type=click.Choice(DATASET_NAMES), default="mnist", show_default=True)
+out_option = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder for checkpoints; running the same command again resumes from it.",
+)
+ship_option = click.option(
+    "--ship/--no-ship", default=True, show_default=True, help="Write the final weights into the shipped weights folder."
+)
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
+data_root_option = click.option(
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar=DATA_ENV_VAR,
+    help=f"Folder holding mnist/ and kmnist/ IDX folders [env {DATA_ENV_VAR}; default ../shared/data].",
+)
+
+
+class FriendlyErrors(click.Group):
+    """Bad input, a changed model file or a missing backend ends the command with its message and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (DataError, ChecksumError, FileNotFoundError, ValueError, RuntimeError) as err:
+            # Every ValueError here is a validation error written as a sentence for the user; RuntimeError covers
+            # backends that cannot run (BackendError).
+            raise click.ClickException(str(err)) from err
+
+
+@click.group(cls=FriendlyErrors)
+@click.version_option(__version__, prog_name="diffdefense")
+def main() -> None:
+    """DiffDefense: reconstruct inputs with a diffusion model before classifying them."""

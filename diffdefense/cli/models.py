@@ -1,0 +1,84 @@
+"""diffdefense models: check and measure the shipped models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from diffdefense.cli.common import (
+    data_root_option,
+    dataset_option,
+    main,
+    seed_option,
+)
+
+
+@main.group()
+def models() -> None:
+    """Check and measure the shipped models."""
+
+
+@models.command("verify")
+def models_verify() -> None:
+    """Check every shipped file against the sha256 in the manifest (exit 1 on a mismatch)."""
+    from diffdefense import shipped
+
+    for name in shipped.verify_all():
+        click.echo(f"ok  {name}")
+
+
+@models.command("accuracy")
+@dataset_option
+@click.option("--arch", type=click.Choice(["model_a", "model_b"]), multiple=True, default=("model_a", "model_b"))
+@data_root_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_accuracy(dataset, arch, data_root, as_json) -> None:
+    """Test accuracy of the shipped classifiers (KMNIST: the 2,000 held-out images of the split)."""
+    import json
+
+    from diffdefense.training.quality import classifier_accuracy
+
+    results = [classifier_accuracy(dataset, a, data_root) for a in arch]
+    for r in results:
+        if not as_json:
+            click.echo(f"{r['dataset']} {r['arch']}: {100 * r['accuracy']:.2f}% on {r['data']}")
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+
+
+@models.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_stats(as_json) -> None:
+    """The U-Net's parameter count and FLOPs per image."""
+    import json
+
+    from diffdefense.training.quality import unet_size
+
+    size = unet_size()
+    if as_json:
+        click.echo(json.dumps(size))
+    else:
+        click.echo(
+            f"U-Net {size['channels']}: {size['parameters']:,} parameters, "
+            f"{size['flops_per_image'] / 1e6:.1f} MFLOP per image (conv + matmul, torch FlopCounterMode)"
+        )
+
+
+@models.command("sample")
+@dataset_option
+@click.option("-n", "--num-samples", type=click.IntRange(min=64), default=1000, show_default=True)
+@seed_option
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("docs/figures"), show_default=True
+)
+def models_sample(dataset, num_samples, seed, out) -> None:
+    """Sample the shipped DDPM: a 64-image grid PNG and the shipped Model A's verdict on the samples."""
+    from diffdefense.training.quality import sample_quality, write_json
+
+    result = sample_quality(dataset, num_samples, seed, out / f"{dataset}_ddpm_samples.png")
+    write_json(result, out / f"{dataset}_ddpm_quality.json")
+    click.echo(
+        f"{dataset}: class shares {result['class_shares']}, mean top-class probability "
+        f"{result['mean_top_probability']:.3f}; grid {result['grid']}"
+    )

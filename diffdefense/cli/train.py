@@ -1,0 +1,72 @@
+"""diffdefense train: the classifiers and the DDPM."""
+
+from __future__ import annotations
+
+import click
+
+from diffdefense.cli.common import (
+    CLASSIFIER,
+    DDPM,
+    data_root_option,
+    dataset_option,
+    main,
+    out_option,
+    seed_option,
+    ship_option,
+)
+from diffdefense.training.configs import ClassifierConfig, DDPMConfig
+
+
+@main.group()
+def train() -> None:
+    """Train the classifiers and the DDPM (needs the [train] extra: torch)."""
+
+
+@train.command("classifier")
+@dataset_option
+@click.option("--arch", type=click.Choice(["model_a", "model_b"]), default=CLASSIFIER.arch, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=CLASSIFIER.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=CLASSIFIER.batch_size, show_default=True)
+@click.option("--lr", type=float, default=CLASSIFIER.lr, show_default=True)
+@click.option("--augment/--no-augment", default=CLASSIFIER.augment, show_default=True, help="Random affine jitter.")
+@seed_option
+@data_root_option
+@out_option
+@ship_option
+def train_classifier_command(out, data_root, ship, **settings) -> None:
+    """Train Model A or Model B; resumes from OUT's checkpoint if there is one."""
+    from diffdefense.training.train_classifier import train_classifier
+
+    record = train_classifier(ClassifierConfig(**settings), out, data_root, do_ship=ship)
+    click.echo(f"test accuracy {record['final_metrics']['test_accuracy']:.4f}")
+
+
+@train.command("ddpm")
+@dataset_option
+@click.option("--epochs", type=click.IntRange(min=1), default=DDPM.epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DDPM.batch_size, show_default=True)
+@click.option("--lr", type=float, default=DDPM.lr, show_default=True)
+@click.option("--num-steps", type=click.IntRange(min=2), default=DDPM.num_steps, show_default=True, help="T.")
+@click.option(
+    "--beta-start",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=DDPM.beta_start,
+    show_default=True,
+)
+@click.option(
+    "--beta-end",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=DDPM.beta_end,
+    show_default=True,
+    help="The official DiffDefense code uses 1e-4 .. 0.02 (see docs/training.md).",
+)
+@seed_option
+@data_root_option
+@out_option
+@ship_option
+def train_ddpm_command(out, data_root, ship, **settings) -> None:
+    """Train the DDPM noise predictor; resumes from OUT's checkpoint if there is one."""
+    from diffdefense.training.train_ddpm import train_ddpm
+
+    record = train_ddpm(DDPMConfig(**settings), out, data_root, do_ship=ship)
+    click.echo(f"final mean loss {record['final_metrics']['mean_loss_last_epoch']:.4f}")
