@@ -20,7 +20,7 @@ import torch
 from diffdefense import __version__, shipped
 from diffdefense.data import load_dataset
 from diffdefense.export.onnx_export import export_classifier, export_unet, max_abs_error
-from diffdefense.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME, sha256_file
+from diffdefense.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME
 from diffdefense.settings import PRESETS
 from diffdefense.training.loading import load_classifier, load_unet
 
@@ -102,7 +102,7 @@ def export_bundle(
                     )
                 parity[f"{role}_{kind}_max_abs_error"] = error
         files = {
-            name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+            name: {"sha256": shipped.sha256_of(tmp / name), "bytes": (tmp / name).stat().st_size}
             for name in ("unet.onnx", "classifier.onnx")
         }
         manifest = {

@@ -7,10 +7,11 @@ sha256 differs from the manifest. Nothing is ever unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from diffdefense.shipped import sha256_of
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -18,14 +19,6 @@ FORMAT_VERSION = 1
 
 class BundleError(ValueError):
     """A bundle that cannot be trusted or read."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,7 @@ def load_bundle(root: str | Path) -> Bundle:
                 f"The bundle file {name} has {path.stat().st_size} bytes, but the manifest says "
                 f"{entry.get('bytes')}: it was changed after export."
             )
-        if sha256_file(path) != entry.get("sha256"):
+        if sha256_of(path) != entry.get("sha256"):
             raise BundleError(
                 f"The bundle file {name} does not match its sha256 in the manifest: it was changed after export."
             )
