@@ -136,5 +136,7 @@ class FunctionalAdam:
             grad * grad * (1 - self.beta2) if self.v is None else self.beta2 * self.v + (1 - self.beta2) * grad * grad
         )
         m_hat = self.m / (1 - self.beta1**self.t)
-        denominator = (self.v / (1 - self.beta2**self.t)).sqrt() + self.eps
+        # clamp: where a gradient is exactly 0 (clipped pixels), sqrt's slope at 0 would put NaN into the
+        # gradients of a differentiable reconstruction; the value moves by at most 1e-15, far below eps.
+        denominator = (self.v / (1 - self.beta2**self.t)).clamp_min(1e-30).sqrt() + self.eps
         return z - lr * m_hat / denominator

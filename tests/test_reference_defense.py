@@ -159,3 +159,14 @@ def test_differentiable_reconstruction_has_the_true_input_gradient(mode):
 def test_plain_reconstruction_keeps_no_graph(unet):
     result = ReferenceDefense(unet, SCHEDULE, small()).reconstruct(torch.rand(1, 1, 28, 28, requires_grad=True))
     assert not result.image.requires_grad and not result.loss.requires_grad
+
+
+def test_differentiable_reconstruction_stays_finite_where_pixels_clip():
+    torch.manual_seed(0)
+    settings = DefenseSettings(num_candidates=2, iterations=3, num_steps=2, start_step=10, lr=0.05, output_map="clip")
+    defense = ReferenceDefense(UNet((8, 8, 8)).eval(), SCHEDULE, settings)
+    x = torch.zeros(1, 1, 28, 28)
+    x[..., 10:18, 10:18] = 1.0
+    x.requires_grad_(True)
+    defense.reconstruct(x, differentiable=True).image.sum().backward()
+    assert torch.isfinite(x.grad).all()
