@@ -76,3 +76,13 @@ def test_shipping_writes_weights_record_and_checksums(tiny_data_root, tmp_path, 
     saved = json.loads((weights_dir / "mnist" / "model_a.json").read_text())
     assert saved["config"]["seed"] == 0 and saved["epochs"] == 3 and saved["wall_seconds"] > 0
     assert set(shipped.verify_all()) == {"mnist/model_a.safetensors", "mnist/model_a.json"}
+
+
+def test_ddpm_can_start_from_a_finished_run_and_records_both(tiny_data_root, tmp_path):
+    first = DDPMConfig(epochs=1, batch_size=32, warmup_steps=2, seed=1)
+    train_ddpm(first, tmp_path / "first", tiny_data_root, do_ship=False)
+    then = DDPMConfig(epochs=1, batch_size=32, warmup_steps=2, seed=2, lr=5e-4, init_from=str(tmp_path / "first"))
+    record = train_ddpm(then, tmp_path / "then", tiny_data_root, do_ship=False)
+    assert record["initialised_from"]["steps"] == 2 and record["steps_in_all"] == 4
+    with pytest.raises(ValueError, match="Expected a finished run"):
+        train_ddpm(DDPMConfig(epochs=1, init_from=str(tmp_path)), tmp_path / "x", tiny_data_root, do_ship=False)

@@ -29,3 +29,4 @@ class DDPMConfig:
     beta_end: float = 0.2
     channels: tuple[int, int, int] = (16, 32, 64)
     seed: int = 0
+    init_from: str | None = None  # a finished run folder whose weights (and EMA) this run starts from

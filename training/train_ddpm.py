@@ -50,6 +50,24 @@ def unet_metadata(config: DDPMConfig) -> dict[str, str]:
     }
 
 
+def _initialise_from(run_dir: str, model: torch.nn.Module, ema: torch.nn.Module) -> dict:
+    """Start from a finished run's weights and EMA (a new learning-rate schedule; no optimizer state)."""
+    state = load_checkpoint(Path(run_dir))
+    if state is None:
+        raise ValueError(f"Expected a finished run with a checkpoint in {run_dir}, but there is none.")
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    print(f"Starting from {run_dir} (after its epoch {state['epoch']}, step {state['step']}).")
+    return {
+        "run": str(run_dir),
+        "config": state["config"],
+        "epochs": state["epoch"],
+        "steps": state["step"],
+        "wall_seconds": round(state["wall_seconds"], 1),
+        "history": state["history"],
+    }
+
+
 def train_ddpm(config: DDPMConfig, out_dir: Path, data_root: Path | None = None, do_ship: bool = True) -> dict:
     seed_everything(config.seed)
     train_set = load_dataset(config.dataset, "train", data_root)
@@ -68,6 +86,7 @@ def train_ddpm(config: DDPMConfig, out_dir: Path, data_root: Path | None = None,
         ),
     )
     start_epoch, step, history, clock = 0, 0, [], WallClock()
+    earlier = _initialise_from(config.init_from, model, ema) if config.init_from else None
 
     if (state := load_checkpoint(out_dir)) is not None:
         check_same_config(out_dir, {**state["config"], "channels": tuple(state["config"]["channels"])}, asdict(config))
@@ -128,6 +147,10 @@ def train_ddpm(config: DDPMConfig, out_dir: Path, data_root: Path | None = None,
         "final_metrics": {"mean_loss_last_epoch": history[-1]["mean_loss"]},
         "history": history,
     }
+    if earlier:
+        record["initialised_from"] = earlier
+        record["steps_in_all"] = step + earlier["steps"]
+        record["wall_seconds_in_all"] = round(clock.seconds + earlier["wall_seconds"], 1)
     if do_ship:
         path = ship(ema.state_dict(), config.dataset, "unet", record, unet_metadata(config))
         print(f"Shipped {path}")

@@ -60,6 +60,12 @@ def train_classifier_command(out, data_root, ship, **settings) -> None:
     show_default=True,
     help="The official DiffDefense code uses 1e-4 .. 0.02 (see docs/training.md).",
 )
+@click.option(
+    "--init-from",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Start from this finished run's weights and EMA (a new learning-rate schedule).",
+)
 @seed_option
 @data_root_option
 @out_option
