@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 GradientMode = Literal["straight-through", "full"]
@@ -83,6 +83,14 @@ class DefenseSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DefenseSettings:
+        """From to_dict's output after a JSON round trip (lists back to tuples); unknown keys are refused."""
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"Expected defence settings, but got unknown keys {sorted(unknown)}.")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     def with_(self, **changes) -> DefenseSettings:
         return replace(self, **changes)

@@ -63,7 +63,7 @@ class Defender:
         self.bundle = load_bundle(bundle)
         manifest = self.bundle.manifest
         if settings is None:
-            settings = DefenseSettings(**_tuple_fields(manifest["defaults"]["settings"]))
+            settings = DefenseSettings.from_dict(manifest["defaults"]["settings"])
         elif isinstance(settings, str):
             if settings not in PRESETS:
                 raise ValueError(f"Expected a preset in {sorted(PRESETS)}, but got {settings!r}.")
@@ -140,11 +140,6 @@ class Defender:
 def _bundle_threshold(manifest: dict, settings: DefenseSettings) -> float | None:
     """The bundle's calibrated threshold, which holds only for the settings it was calibrated with."""
     detection = manifest.get("detection")
-    if not detection or DefenseSettings(**_tuple_fields(detection["settings"])) != settings:
+    if not detection or DefenseSettings.from_dict(detection["settings"]) != settings:
         return None
     return float(detection["threshold"])
-
-
-def _tuple_fields(settings: dict) -> dict:
-    """JSON turns tuples into lists; DefenseSettings wants its tuples back."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}

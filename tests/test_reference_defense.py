@@ -171,3 +171,12 @@ def test_functional_adam_differentiates_through_an_exactly_zero_gradient():
     z = adam.step(z, x * torch.tensor([0.0, 1.0, 1.0, 0.0]), lr=0.1)
     (grad,) = torch.autograd.grad(z.sum(), x)
     assert torch.isfinite(grad).all()
+
+
+def test_settings_survive_a_json_round_trip_and_unknown_keys_are_refused():
+    import json
+
+    paper = PRESETS["paper"]
+    assert DefenseSettings.from_dict(json.loads(json.dumps(paper.to_dict()))) == paper
+    with pytest.raises(ValueError, match="unknown keys \\['steps'\\]"):
+        DefenseSettings.from_dict({"steps": 3})
