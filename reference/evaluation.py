@@ -6,6 +6,8 @@ Every expensive array (adversarial examples, reconstructions) is cached as .npz 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,11 +43,24 @@ class EvaluationConfig:
 
 
 class ArrayCache:
-    """Named float32 arrays in one folder; a present file is reused, a missing one is computed and saved."""
+    """Named float32 arrays in one folder; a present file is reused, a missing one is computed and saved.
 
-    def __init__(self, folder: Path) -> None:
+    identity: what the arrays depend on. A folder made for something else is refused rather than reused.
+    """
+
+    def __init__(self, folder: Path, identity: dict) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        stamp = folder / "identity.json"
+        if stamp.is_file():
+            saved = json.loads(stamp.read_text())
+            if saved != identity:
+                differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+                raise ValueError(
+                    f"The cache in {folder} was made for other {', '.join(differ)}; use a new --out folder."
+                )
+        else:
+            stamp.write_text(json.dumps(identity))
 
     def get(self, name: str, compute) -> np.ndarray:
         path = self.folder / f"{name}.npz"
@@ -90,9 +105,13 @@ def run_evaluation(config: EvaluationConfig, out_dir: Path, data_root: Path | No
     if unknown:
         raise ValueError(f"Expected attacks from {sorted(ATTACKS)}, but got {sorted(unknown)}.")
     started = time.perf_counter()
-    cache = ArrayCache(out_dir / "cache")
     test = load_dataset(config.dataset, "test", data_root)
     indices = pick_indices(len(test), config.num_images, config.seed)
+    # Attacks depend on the images and seed; reconstructions on those and on the defence settings too.
+    inputs = {"dataset": config.dataset, "indices": indices.tolist(), "seed": config.seed}
+    attacks_cache = ArrayCache(out_dir / "cache" / "attacks", inputs)
+    settings_id = hashlib.sha256(json.dumps(config.settings.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    cache = ArrayCache(out_dir / "cache" / f"defence-{settings_id}", {**inputs, "settings": config.settings.to_dict()})
     images, labels = (t.numpy() for t in test.subset(indices).as_tensors())
     model_a, model_b = load_classifier(config.dataset, "model_a"), load_classifier(config.dataset, "model_b")
     unet, schedule = load_unet(config.dataset)
@@ -118,7 +137,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: Path, data_root: Path | No
     for attack in tqdm(config.attacks, desc="attacks", disable=None):
         for setting, source in settings:
             tag = f"{setting}_{attack}"
-            adversarial = cache.get(
+            adversarial = attacks_cache.get(
                 f"adversarial_{tag}",
                 lambda s=source, a=attack: run_attack(
                     a, s, torch.from_numpy(images), torch.from_numpy(labels), seed=config.seed
@@ -139,6 +158,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: Path, data_root: Path | No
                 "attack_settings": ATTACKS[attack].settings,
             }
     if config.adaptive_images:
+        # Adaptive attacks go through the defence, so they belong with its settings.
         results["adaptive"] = _adaptive(config, cache, model_a, defense, images, labels, defended)
     record = {
         "dataset": config.dataset,
@@ -163,7 +183,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: Path, data_root: Path | No
         },
         "config": {k: v for k, v in asdict(config).items() if k != "settings"},
     }
-    return {"record": record, "curves": curves, "examples": _examples(images, cache, config, shape)}
+    return {"record": record, "curves": curves, "examples": _examples(images, attacks_cache, cache, config, shape)}
 
 
 def _adaptive(config, cache, classifier, defense, images, labels, defended) -> dict:
@@ -188,12 +208,14 @@ def _adaptive(config, cache, classifier, defense, images, labels, defended) -> d
     return out
 
 
-def _examples(images: np.ndarray, cache: ArrayCache, config: EvaluationConfig, shape) -> dict:
+def _examples(
+    images: np.ndarray, attacks_cache: ArrayCache, cache: ArrayCache, config: EvaluationConfig, shape
+) -> dict:
     """First images: input, white-box adversarial and reconstruction per attack, for the grid figure."""
     n = min(8, len(images))
     examples = {"input": images[:n]}
     for attack in config.attacks:
         tag = f"white_box_{attack}"
-        examples[f"{attack} adversarial"] = cache.get(f"adversarial_{tag}", lambda: None)[:n]
+        examples[f"{attack} adversarial"] = attacks_cache.get(f"adversarial_{tag}", lambda: None)[:n]
         examples[f"{attack} reconstruction"] = cache.get(f"defended_{tag}", lambda: None)[:n, :-1].reshape(-1, *shape)
     return examples

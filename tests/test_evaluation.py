@@ -1,6 +1,7 @@
 """The evaluation report end to end on a tiny data set, and its resume from the cache."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -61,6 +62,9 @@ def test_report_is_written_and_an_interrupted_run_resumes_from_the_cache(
     monkeypatch.setattr(evaluation, "defend", no_more_work)
     again = run_evaluation(config, tmp_path / "report", tiny_data_root)
     assert again["record"]["results"] == first["record"]["results"]
+    # Other images in the same folder: the cache is refused rather than reused.
+    with pytest.raises(ValueError, match="was made for other indices"):
+        run_evaluation(replace(config, num_images=5), tmp_path / "report", tiny_data_root)
 
 
 def test_unknown_attack_and_bad_counts_are_refused(tiny_data_root, tmp_path):
