@@ -51,6 +51,7 @@ class ArrayCache:
     def __init__(self, folder: Path, identity: dict) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        identity = json.loads(json.dumps(identity))  # the form it takes on disk (tuples become lists)
         stamp = folder / "identity.json"
         if stamp.is_file():
             saved = json.loads(stamp.read_text())
