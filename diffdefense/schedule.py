@@ -64,3 +64,10 @@ class NoiseSchedule:
         b = -self.betas / (np.sqrt(alphas) * np.sqrt(1.0 - abar))
         s = np.sqrt(self.betas * (1.0 - abar_prev) / (1.0 - abar))
         return a, b, s
+
+    def posterior_mean_coefficients(self) -> tuple[np.ndarray, np.ndarray]:
+        """(c0, ct) with mean of q(x_{t-1} | x_t, x_0) = c0 x_0 + ct x_t (Ho et al. formula 7)."""
+        alphas = 1.0 - self.betas
+        abar = self.alphas_cumprod
+        abar_prev = np.append(1.0, abar[:-1])
+        return self.betas * np.sqrt(abar_prev) / (1.0 - abar), (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar)

@@ -45,3 +45,17 @@ def test_sampling_is_seeded_and_in_image_range():
     two = sample(model, schedule, 3, torch.Generator().manual_seed(7))
     assert one.shape == (3, 1, 28, 28) and torch.equal(one, two)
     assert one.min() >= 0 and one.max() <= 1
+
+
+def test_clipped_sampler_equals_the_plain_step_when_nothing_clips():
+    """With x_0 inside [-1, 1] the posterior-mean step is the affine step a x + b eps."""
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    schedule = NoiseSchedule.linear(num_steps=4, beta_start=1e-4, beta_end=2e-4)  # tiny noise: x_0 stays in range
+    plain = sample(Zero(), schedule, 2, torch.Generator().manual_seed(0), clip_denoised=False)
+    clipped = sample(Zero(), schedule, 2, torch.Generator().manual_seed(0), clip_denoised=True)
+    inside = (plain > 0.05) & (plain < 0.95)  # away from the bounds at every step
+    torch.testing.assert_close(clipped[inside], plain[inside], rtol=1e-4, atol=1e-5)

@@ -29,15 +29,33 @@ def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, 
 
 
 @torch.no_grad()
-def sample(model: nn.Module, schedule: NoiseSchedule, n: int, generator: torch.Generator, batch_size: int = 250):
-    """n images (n, 1, 28, 28) in [0, 1] by ancestral sampling (Algorithm 2 of Ho et al.), seeded."""
+def sample(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    n: int,
+    generator: torch.Generator,
+    batch_size: int = 250,
+    clip_denoised: bool = True,
+):
+    """n images (n, 1, 28, 28) in [0, 1] by ancestral sampling (Algorithm 2 of Ho et al.), seeded.
+
+    clip_denoised: at each step, predict x_0 from eps, clip it to [-1, 1], and step to the posterior mean given
+    it, as Ho et al.'s and improved-diffusion's samplers do; without it, the plain step a x + b eps + s n.
+    """
     a, b, s = (torch.as_tensor(c, dtype=torch.float32) for c in schedule.posterior_step_coefficients())
+    c0, ct = (torch.as_tensor(c, dtype=torch.float32) for c in schedule.posterior_mean_coefficients())
+    abar = torch.as_tensor(schedule.alphas_cumprod, dtype=torch.float32)
     out = []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         x = torch.randn((m, 1, 28, 28), generator=generator)
         for t in reversed(range(schedule.num_steps)):
             eps = model(x, torch.full((m,), t, dtype=torch.long))
-            x = a[t] * x + b[t] * eps + s[t] * torch.randn(x.shape, generator=generator)
+            if clip_denoised:
+                x0 = ((x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()).clamp(-1.0, 1.0)  # formula 15
+                mean = c0[t] * x0 + ct[t] * x
+            else:
+                mean = a[t] * x + b[t] * eps
+            x = mean + s[t] * torch.randn(x.shape, generator=generator)
         out.append(to_image_range(x))
     return torch.cat(out)

@@ -68,7 +68,7 @@ def sample_quality(dataset: str, n: int, seed: int, grid_path: Path) -> dict:
         "dataset": dataset,
         "samples": n,
         "seed": seed,
-        "sampler": f"ancestral DDPM, {schedule.num_steps} steps",
+        "sampler": f"ancestral DDPM, {schedule.num_steps} steps, predicted x_0 clipped to [-1, 1] at each step",
         "class_shares": [round(v, 4) for v in shares.tolist()],
         "min_share": shares.min().item(),
         "max_share": shares.max().item(),
