@@ -91,3 +91,15 @@ def test_missing_or_broken_manifest_is_refused(copy):
     (copy / "manifest.json").unlink()
     with pytest.raises(BundleError, match="Expected a bundle manifest"):
         load_bundle(copy)
+
+
+@pytest.mark.parametrize("role", ["unet", "classifier"])
+def test_graphs_pass_polygraphy_lint(bundle_dir, role):
+    import subprocess
+
+    if shutil.which("polygraphy") is None:
+        pytest.skip("polygraphy is not installed (it comes with the [dev] extra)")
+    result = subprocess.run(
+        ["polygraphy", "check", "lint", str(bundle_dir / f"{role}.onnx")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "PASSED" in result.stdout + result.stderr, result.stdout + result.stderr
