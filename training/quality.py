@@ -17,13 +17,18 @@ from diffdefense.training.train_classifier import accuracy
 
 
 def classifier_accuracy(dataset: str, arch: str, data_root: Path | None = None) -> dict:
+    """Accuracy on the test split, and the mean top-class probability (the scale for judging DDPM samples)."""
     test = load_dataset(dataset, "test", data_root)
     x, y = test.as_tensors()
+    model = load_classifier(dataset, arch)
+    with torch.no_grad():
+        top = torch.cat([torch.softmax(model(x[i : i + 1000]), 1).max(1).values for i in range(0, len(y), 1000)])
     return {
         "dataset": dataset,
         "arch": arch,
         "data": f"{test.name} ({len(y)} images)",
-        "accuracy": accuracy(load_classifier(dataset, arch), x, y),
+        "accuracy": accuracy(model, x, y),
+        "mean_top_probability": top.mean().item(),
     }
 
 

@@ -42,7 +42,10 @@ def models_accuracy(dataset, arch, data_root, as_json) -> None:
     results = [classifier_accuracy(dataset, a, data_root) for a in arch]
     for r in results:
         if not as_json:
-            click.echo(f"{r['dataset']} {r['arch']}: {100 * r['accuracy']:.2f}% on {r['data']}")
+            click.echo(
+                f"{r['dataset']} {r['arch']}: {100 * r['accuracy']:.2f}% on {r['data']}; "
+                f"mean top-class probability {r['mean_top_probability']:.3f}"
+            )
     if as_json:
         click.echo(json.dumps(results, indent=2))
 
