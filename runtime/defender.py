@@ -109,8 +109,9 @@ class Defender:
             for i in range(s.num_steps):
                 eps = self.unet.run(x, timesteps[i])
                 x = steps.reverse_step(x, eps, *self.coefficients[i], noise[i])
-            image, loss, grad = steps.loss_and_gradient(x, target, self.gain, s.output_map)
-            if run < s.num_updates:
+            update = run < s.num_updates
+            image, loss, grad = steps.loss_and_gradient(x, target, self.gain, s.output_map, with_gradient=update)
+            if update:
                 z = steps.adam_update(z, grad, m, v, run + 1, rates[run], beta1, beta2)
         losses = loss.reshape(batch, s.num_candidates)
         best = losses.argmin(axis=1)

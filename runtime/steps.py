@@ -18,16 +18,18 @@ def output_image(x0: np.ndarray, output_map: str) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-unit)) if output_map == "sigmoid" else np.clip(unit, 0.0, 1.0)
 
 
-def loss_and_gradient(x0: np.ndarray, target: np.ndarray, gain: float, output_map: str):
+def loss_and_gradient(x0: np.ndarray, target: np.ndarray, gain: float, output_map: str, with_gradient: bool = True):
     """Per-candidate MSE of the output image to the target, and the straight-through gradient on z.
 
-    x0, target: (N, C, H, W). Returns (image, loss (N,), grad (N, C, H, W)), where
+    x0, target: (N, C, H, W). Returns (image, loss (N,), grad (N, C, H, W) or None), where
     grad = gain * d loss / d x0 and gain = prod(a) = d x0 / d z with eps held constant.
     """
     image = output_image(x0, output_map)
     diff = image - target
     pixels = diff[0].size
     loss = np.einsum("nchw,nchw->n", diff, diff) / pixels
+    if not with_gradient:  # the last run only chooses the best candidate
+        return image, loss, None
     if output_map == "sigmoid":
         slope = 0.5 * image * (1.0 - image)
     else:  # clip: the slope 0.5 passes where (x0 + 1) / 2 lies in [0, 1], bounds included, as torch.clamp
