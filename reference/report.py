@@ -38,7 +38,7 @@ def markdown_table(record: dict) -> str:
         head = "| attack | no defence | DiffDefense | detection AUROC | detected at 5 % clean FPR |"
         rule = "| --- | --- | --- | --- | --- |"
         if paper and setting == "white_box":
-            head = head[:-1] + " paper: no defence | paper: DiffDefense | paper: AUROC |"
+            head += " paper: no defence | paper: DiffDefense | paper: AUROC |"
             rule += " --- | --- | --- |"
         lines += [f"## {title}", "", "Accuracy of Model A in %.", "", head, rule]
         for attack, v in r[setting].items():

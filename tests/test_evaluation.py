@@ -46,7 +46,11 @@ def test_report_is_written_and_an_interrupted_run_resumes_from_the_cache(
     assert record["results"]["white_box"]["FGSM"]["linf_perturbation"] <= 0.3 + 1e-6
     for name in ("report.md", "roc.png", "examples.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
-    assert "| FGSM |" in (tmp_path / "report" / "report.md").read_text()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| FGSM |" in report
+    for table in report.split("\n\n"):  # every row of a table has as many cells as its header
+        rows = [line for line in table.splitlines() if line.startswith("|")]
+        assert len({row.count("|") for row in rows}) <= 1, table
     adaptive = record["results"]["adaptive"]
     assert set(adaptive) == {"BPDA-PGD eps 0.1", "EOT-PGD (true gradient) eps 0.1"}
     assert (
