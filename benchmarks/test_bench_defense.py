@@ -36,8 +36,11 @@ def per_image_ms(benchmark) -> float:
 def test_runtime_onnxruntime_cpu(benchmark, images, preset):
     defender = Defender(BUNDLES_DIR / "mnist", preset)
     result = benchmark.pedantic(defender, args=(images,), rounds=3, warmup_rounds=1)
-    benchmark.extra_info.update(ms_per_image=per_image_ms(benchmark), backend="runtime onnxruntime CPU",
-                                unet_evaluations=defender.settings.unet_evaluations)
+    benchmark.extra_info.update(
+        ms_per_image=per_image_ms(benchmark),
+        backend="runtime onnxruntime CPU",
+        unet_evaluations=defender.settings.unet_evaluations,
+    )
     assert result.labels.shape == (BATCH,)
 
 
@@ -52,6 +55,7 @@ def test_reference_pytorch_cpu(benchmark, images, preset):
             return classifier(defense.reconstruct(x).image).argmax(1)
 
     labels = benchmark.pedantic(defend_and_classify, rounds=3, warmup_rounds=1)
-    benchmark.extra_info.update(ms_per_image=per_image_ms(benchmark), backend="reference PyTorch CPU",
-                                threads=torch.get_num_threads())
+    benchmark.extra_info.update(
+        ms_per_image=per_image_ms(benchmark), backend="reference PyTorch CPU", threads=torch.get_num_threads()
+    )
     assert labels.shape == (BATCH,)

@@ -91,9 +91,9 @@ def export_bundle(
     try:
         export_unet(unet, tmp / "unet.onnx")
         export_classifier(classifier, tmp / "classifier.onnx")
-        parity = {}
+        parity, checks = {}, parity_inputs(dataset, data_root, schedule)
         for role, model in (("unet", unet), ("classifier", classifier)):
-            for kind, inputs in parity_inputs(dataset, data_root, schedule)[role].items():
+            for kind, inputs in checks[role].items():
                 error = max_abs_error(tmp / f"{role}.onnx", model, inputs)
                 if error > PARITY_TOLERANCE:
                     raise RuntimeError(

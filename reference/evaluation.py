@@ -63,11 +63,15 @@ class ArrayCache:
         else:
             stamp.write_text(json.dumps(identity))
 
+    def load(self, name: str) -> np.ndarray:
+        """An array that must already be there."""
+        with np.load(self.folder / f"{name}.npz", allow_pickle=False) as stored:
+            return stored["array"]
+
     def get(self, name: str, compute) -> np.ndarray:
         path = self.folder / f"{name}.npz"
         if path.is_file():
-            with np.load(path, allow_pickle=False) as stored:
-                return stored["array"]
+            return self.load(name)
         array = np.asarray(compute())
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, array=array)
@@ -217,6 +221,6 @@ def _examples(
     examples = {"input": images[:n]}
     for attack in config.attacks:
         tag = f"white_box_{attack}"
-        examples[f"{attack} adversarial"] = attacks_cache.get(f"adversarial_{tag}", lambda: None)[:n]
-        examples[f"{attack} reconstruction"] = cache.get(f"defended_{tag}", lambda: None)[:n, :-1].reshape(-1, *shape)
+        examples[f"{attack} adversarial"] = attacks_cache.load(f"adversarial_{tag}")[:n]
+        examples[f"{attack} reconstruction"] = cache.load(f"defended_{tag}")[:n, :-1].reshape(-1, *shape)
     return examples

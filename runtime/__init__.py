@@ -1,1 +1,1 @@
-"""Lean runtime (no torch): arrives with the runtime issue."""
+"""The lean runtime (numpy and onnxruntime, no torch): bundles, the Defender, its elementwise steps."""

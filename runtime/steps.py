@@ -12,19 +12,15 @@ def reverse_step(x: np.ndarray, eps: np.ndarray, a: float, b: float, s: float, n
     return a * x + b * eps + s * noise
 
 
-def output_image(x0: np.ndarray, output_map: str) -> np.ndarray:
-    """Chain output on the model's [-1, 1] scale -> image in [0, 1] (see diffdefense.settings)."""
-    unit = (x0 + 1.0) * 0.5
-    return 1.0 / (1.0 + np.exp(-unit)) if output_map == "sigmoid" else np.clip(unit, 0.0, 1.0)
-
-
 def loss_and_gradient(x0: np.ndarray, target: np.ndarray, gain: float, output_map: str, with_gradient: bool = True):
-    """Per-candidate MSE of the output image to the target, and the straight-through gradient on z.
+    """The output image, its per-candidate MSE to the target, and the straight-through gradient on z.
 
-    x0, target: (N, C, H, W). Returns (image, loss (N,), grad (N, C, H, W) or None), where
-    grad = gain * d loss / d x0 and gain = prod(a) = d x0 / d z with eps held constant.
+    x0 (the chain output on the model's [-1, 1] scale), target: (N, C, H, W). The image is (x0 + 1) / 2 clipped
+    to [0, 1], or its sigmoid (see diffdefense.settings). Returns (image, loss (N,), grad (N, C, H, W) or None),
+    where grad = gain * d loss / d x0 and gain = prod(a) = d x0 / d z with eps held constant.
     """
-    image = output_image(x0, output_map)
+    unit = (x0 + 1.0) * 0.5
+    image = 1.0 / (1.0 + np.exp(-unit)) if output_map == "sigmoid" else np.clip(unit, 0.0, 1.0)
     diff = image - target
     pixels = diff[0].size
     loss = np.einsum("nchw,nchw->n", diff, diff) / pixels
@@ -33,7 +29,6 @@ def loss_and_gradient(x0: np.ndarray, target: np.ndarray, gain: float, output_ma
     if output_map == "sigmoid":
         slope = 0.5 * image * (1.0 - image)
     else:  # clip: the slope 0.5 passes where (x0 + 1) / 2 lies in [0, 1], bounds included, as torch.clamp
-        unit = (x0 + 1.0) * 0.5
         slope = np.where((unit >= 0.0) & (unit <= 1.0), 0.5, 0.0)
     grad = (gain * 2.0 / pixels) * diff * slope
     return image, loss, grad.astype(x0.dtype, copy=False)

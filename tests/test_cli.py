@@ -1,6 +1,7 @@
 import json
 import re
 
+import pytest
 from click.testing import CliRunner
 
 from diffdefense.cli import main
@@ -10,6 +11,14 @@ def test_help_lists_the_commands():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
     assert "train" in result.output and "models" in result.output
+
+
+@pytest.mark.parametrize(
+    "command", [["train", "ddpm"], ["train", "classifier"], ["models", "sample"], ["evaluate"], ["export"], ["defend"]]
+)
+def test_every_command_help_exits_cleanly(command):
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0 and result.output.startswith("Usage:"), result.output
 
 
 def test_models_stats_reports_parameters_and_flops_as_json():

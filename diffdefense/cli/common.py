@@ -9,6 +9,7 @@ import click
 
 from diffdefense import __version__
 from diffdefense.data import DATA_ENV_VAR, DATASET_NAMES, DataError
+from diffdefense.runtime.backends import BackendError
 from diffdefense.settings import PRESETS as DEFENSE_PRESETS
 from diffdefense.shipped import ChecksumError
 from diffdefense.training.configs import ClassifierConfig, DDPMConfig
@@ -42,9 +43,9 @@ class FriendlyErrors(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (DataError, ChecksumError, FileNotFoundError, ValueError, RuntimeError) as err:
-            # Every ValueError here is a validation error written as a sentence for the user; RuntimeError covers
-            # backends that cannot run (BackendError).
+        except (DataError, ChecksumError, FileNotFoundError, ValueError, BackendError) as err:
+            # Every ValueError here is a validation error written as a sentence for the user. Not RuntimeError in
+            # general: click's own Exit (from --help) is one.
             raise click.ClickException(str(err)) from err
 
 

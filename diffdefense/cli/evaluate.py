@@ -22,6 +22,15 @@ from diffdefense.cli.common import (
 @click.option("--attack", "attacks", multiple=True, help="Attack to run (repeat); default: the paper's six.")
 @click.option("--black-box/--no-black-box", default=True, show_default=True, help="Also transfer from Model B.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--adaptive-images",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Run BPDA-PGD and true-gradient EOT-PGD through the defence on the first N images (0: skip).",
+)
+@click.option("--adaptive-steps", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--eot-iter", type=click.IntRange(min=1), default=4, show_default=True)
 @seed_option
 @data_root_option
 @click.option(
@@ -30,7 +39,20 @@ from diffdefense.cli.common import (
     required=True,
     help="Report folder; its cache/ makes an interrupted run resume.",
 )
-def evaluate_command(dataset, preset, num_images, attacks, black_box, batch_size, seed, data_root, out) -> None:
+def evaluate_command(
+    dataset,
+    preset,
+    num_images,
+    attacks,
+    black_box,
+    batch_size,
+    adaptive_images,
+    adaptive_steps,
+    eot_iter,
+    seed,
+    data_root,
+    out,
+) -> None:
     """Attack the classifier, defend, and write a report (JSON, markdown table, ROC curves, example grids)."""
     from diffdefense.reference.evaluation import EvaluationConfig, run_evaluation
     from diffdefense.reference.report import write_report
@@ -44,6 +66,9 @@ def evaluate_command(dataset, preset, num_images, attacks, black_box, batch_size
         batch_size=batch_size,
         settings=PRESETS[preset].with_(seed=seed),
         preset=preset,
+        adaptive_images=adaptive_images,
+        adaptive_steps=adaptive_steps,
+        eot_iter=eot_iter,
         **({"attacks": tuple(attacks)} if attacks else {}),
     )
     click.echo(f"Report: {write_report(run_evaluation(config, out, data_root), out)}")
