@@ -20,12 +20,14 @@ import torch
 from diffdefense import __version__, shipped
 from diffdefense.data import load_dataset
 from diffdefense.export.onnx_export import export_classifier, export_unet, max_abs_error
+from diffdefense.export.vjp_export import export_unet_vjp, vjp_max_abs_error
 from diffdefense.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME
 from diffdefense.settings import PRESETS
 from diffdefense.training.loading import load_classifier, load_unet
 
 LABELS = {"mnist": [str(d) for d in range(10)], "kmnist": ["お", "き", "す", "つ", "な", "は", "ま", "や", "れ", "を"]}
 PARITY_TOLERANCE = 1e-3
+ROLES = {"unet": "unet.onnx", "unet_vjp": "unet_vjp.onnx", "classifier": "classifier.onnx"}
 
 
 def parity_inputs(dataset: str, data_root: Path | None, schedule) -> dict[str, dict[str, dict[str, np.ndarray]]]:
@@ -35,14 +37,21 @@ def parity_inputs(dataset: str, data_root: Path | None, schedule) -> dict[str, d
     t = np.linspace(0, schedule.num_steps - 1, 16).astype(np.int64)
     c0, c1 = schedule.q_sample_coefficients(t)
     noised = c0[:, None, None, None] * (real * 2 - 1) + c1[:, None, None, None] * rng.standard_normal(real.shape)
-    return {
-        "unet": {
-            "random": {
-                "x": rng.standard_normal((7, 1, 28, 28)).astype(np.float32),
-                "t": rng.integers(0, schedule.num_steps, 7).astype(np.int64),
-            },
-            "real": {"x": noised.astype(np.float32), "t": t},
+    unet = {
+        "random": {
+            "x": rng.standard_normal((7, 1, 28, 28)).astype(np.float32),
+            "t": rng.integers(0, schedule.num_steps, 7).astype(np.int64),
         },
+        "real": {"x": noised.astype(np.float32), "t": t},
+    }
+    # The VJP's cotangent: random, as the loss gradients it will carry have no fixed pattern.
+    unet_vjp = {
+        kind: {**inputs, "v": rng.standard_normal(inputs["x"].shape).astype(np.float32)}
+        for kind, inputs in unet.items()
+    }
+    return {
+        "unet": unet,
+        "unet_vjp": unet_vjp,
         "classifier": {"random": {"images": rng.random((7, 1, 28, 28), dtype=np.float32)}, "real": {"images": real}},
     }
 
@@ -91,10 +100,16 @@ def export_bundle(
     try:
         export_unet(unet, tmp / "unet.onnx")
         export_classifier(classifier, tmp / "classifier.onnx")
+        export_unet_vjp(unet, tmp / "unet_vjp.onnx")
         parity, checks = {}, parity_inputs(dataset, data_root, schedule)
-        for role, model in (("unet", unet), ("classifier", classifier)):
+        measures = {
+            "unet": lambda inputs: max_abs_error(tmp / "unet.onnx", unet, inputs),
+            "unet_vjp": lambda inputs: vjp_max_abs_error(tmp / "unet_vjp.onnx", unet, inputs),
+            "classifier": lambda inputs: max_abs_error(tmp / "classifier.onnx", classifier, inputs),
+        }
+        for role, measure in measures.items():
             for kind, inputs in checks[role].items():
-                error = max_abs_error(tmp / f"{role}.onnx", model, inputs)
+                error = measure(inputs)
                 if error > PARITY_TOLERANCE:
                     raise RuntimeError(
                         f"{role}.onnx differs from PyTorch by {error:.2e} on {kind} inputs "
@@ -103,7 +118,7 @@ def export_bundle(
                 parity[f"{role}_{kind}_max_abs_error"] = error
         files = {
             name: {"sha256": shipped.sha256_of(tmp / name), "bytes": (tmp / name).stat().st_size}
-            for name in ("unet.onnx", "classifier.onnx")
+            for name in ROLES.values()
         }
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -113,7 +128,7 @@ def export_bundle(
             "model_range": [-1.0, 1.0],
             "schedule": {"betas": schedule.betas.tolist()},
             "defaults": {"preset": preset, "settings": PRESETS[preset].to_dict()},
-            "roles": {"unet": "unet.onnx", "classifier": "classifier.onnx"},
+            "roles": ROLES,
             "files": files,
             "parity": parity,
             "sources": source_checksums(dataset),

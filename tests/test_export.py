@@ -20,7 +20,9 @@ def test_bundle_manifest_and_parity(bundle_dir):
     m = bundle.manifest
     assert m["labels"] == [str(d) for d in range(10)] and m["image"]["range"] == [0.0, 1.0]
     assert len(m["schedule"]["betas"]) == 100 and m["defaults"]["preset"] == "paper"
-    assert set(m["parity"]) == {f"{r}_{k}_max_abs_error" for r in ("unet", "classifier") for k in ("random", "real")}
+    assert set(m["parity"]) == {
+        f"{r}_{k}_max_abs_error" for r in ("unet", "unet_vjp", "classifier") for k in ("random", "real")
+    }
     assert max(m["parity"].values()) < 1e-4
     assert not list(bundle_dir.parent.glob("*.tmp-*"))
 
@@ -32,7 +34,10 @@ def test_graphs_take_any_batch(bundle_dir, batch):
     eps = unet.run(None, {"x": np.zeros((batch, 1, 28, 28), np.float32), "t": np.zeros(batch, np.int64)})[0]
     classifier = ort.InferenceSession(str(bundle.path("classifier")), providers=["CPUExecutionProvider"])
     logits = classifier.run(None, {"images": np.zeros((batch, 1, 28, 28), np.float32)})[0]
-    assert eps.shape == (batch, 1, 28, 28) and logits.shape == (batch, 10)
+    vjp = ort.InferenceSession(str(bundle.path("unet_vjp")), providers=["CPUExecutionProvider"])
+    zeros = np.zeros((batch, 1, 28, 28), np.float32)
+    grad = vjp.run(None, {"x": zeros, "t": np.zeros(batch, np.int64), "v": zeros})[0]
+    assert eps.shape == grad.shape == (batch, 1, 28, 28) and logits.shape == (batch, 10)
 
 
 @pytest.fixture
@@ -93,7 +98,7 @@ def test_missing_or_broken_manifest_is_refused(copy):
         load_bundle(copy)
 
 
-@pytest.mark.parametrize("role", ["unet", "classifier"])
+@pytest.mark.parametrize("role", ["unet", "unet_vjp", "classifier"])
 def test_graphs_pass_polygraphy_lint(bundle_dir, role):
     import subprocess
 
@@ -103,3 +108,23 @@ def test_graphs_pass_polygraphy_lint(bundle_dir, role):
         ["polygraphy", "check", "lint", str(bundle_dir / f"{role}.onnx")], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "PASSED" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+def test_vjp_graph_matches_autograd(exported_bundle, batch):
+    """The exported (d eps / d x)^T v against torch.autograd on the same random-weight U-Net."""
+    import torch
+
+    from diffdefense.export.vjp_export import autograd_vjp
+
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
+    t = rng.integers(0, 100, batch).astype(np.int64)
+    v = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
+    vjp = ort.InferenceSession(
+        str(load_bundle(exported_bundle.path).path("unet_vjp")), providers=["CPUExecutionProvider"]
+    )
+    got = vjp.run(None, {"x": x, "t": t, "v": v})[0]
+    expected = autograd_vjp(exported_bundle.unet, *map(torch.from_numpy, (x, t, v))).numpy()
+    assert np.abs(expected).max() > 0.1  # a product worth comparing
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)

@@ -61,6 +61,14 @@ def train_classifier_command(out, data_root, ship, **settings) -> None:
     help="The official DiffDefense code uses 1e-4 .. 0.02 (see docs/training.md).",
 )
 @click.option(
+    "--channels",
+    type=click.IntRange(min=8),
+    nargs=3,
+    default=DDPM.channels,
+    show_default=True,
+    help="U-Net widths at 28, 14 and 7 pixels; multiples of 8 suit GroupNorm and the CPU.",
+)
+@click.option(
     "--init-from",
     type=click.Path(file_okay=False, exists=True),
     default=None,
