@@ -14,9 +14,9 @@ import numpy as np
 
 from diffdefense.draws import draw
 from diffdefense.respace import reverse_chain
-from diffdefense.runtime import steps
 from diffdefense.runtime.backends import OnnxRunner
 from diffdefense.runtime.bundle import load_bundle
+from diffdefense.runtime.fused import load_step_ops
 from diffdefense.runtime.validation import check_images
 from diffdefense.schedule import NoiseSchedule
 from diffdefense.settings import PRESETS, DefenseSettings
@@ -37,6 +37,7 @@ class DefenseResult:
     attack_flag: np.ndarray
     threshold: float | None
     timings: dict[str, float]
+    step_ops: str = "numpy"  # which implementation ran the elementwise steps: 'cpp_ext' or 'numpy'
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -50,6 +51,7 @@ class Defender:
     settings: a DefenseSettings, a preset name, or None for the bundle's defaults.
     provider: 'cpu', 'cuda' or 'tensorrt' (onnxruntime execution providers; never a silent fallback).
     threshold: reconstruction error above which an input is flagged; None uses the bundle's, if it has one.
+    step_ops: the elementwise steps' implementation, 'auto' (cpp_ext if installed), 'cpp_ext' or 'numpy'.
     """
 
     def __init__(
@@ -59,7 +61,10 @@ class Defender:
         provider: str = "cpu",
         threshold: float | None = None,
         threads: int | None = None,
+        step_ops: str = "auto",
     ) -> None:
+        self.steps = load_step_ops(step_ops)
+        self.step_ops_name = self.steps.name
         self.bundle = load_bundle(bundle)
         manifest = self.bundle.manifest
         if settings is None:
@@ -108,11 +113,11 @@ class Defender:
             x = z
             for i in range(s.num_steps):
                 eps = self.unet.run(x, timesteps[i])
-                x = steps.reverse_step(x, eps, *self.coefficients[i], noise[i])
+                x = self.steps.reverse_step(x, eps, *self.coefficients[i], noise[i])
             update = run < s.num_updates
-            image, loss, grad = steps.loss_and_gradient(x, target, self.gain, s.output_map, with_gradient=update)
+            image, loss, grad = self.steps.loss_and_gradient(x, target, self.gain, s.output_map, with_gradient=update)
             if update:
-                z = steps.adam_update(z, grad, m, v, run + 1, rates[run], beta1, beta2)
+                z = self.steps.adam_update(z, grad, m, v, run + 1, rates[run], beta1, beta2)
         losses = loss.reshape(batch, s.num_candidates)
         best = losses.argmin(axis=1)
         pick = np.arange(batch) * s.num_candidates + best
@@ -135,6 +140,7 @@ class Defender:
             attack_flag=flags,
             threshold=self.threshold,
             timings={"defence": defended - start, "classify": done - defended, "total": done - start},
+            step_ops=self.step_ops_name,
         )
 
 

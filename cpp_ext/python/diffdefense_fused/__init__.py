@@ -1,0 +1,37 @@
+"""diffdefense_fused: DiffDefense's fused defence steps (the reverse step, the final-step loss with its
+straight-through gradient, the Adam update) in C++ on the CPU and in CUDA on device pointers.
+
+The CPU functions take C-contiguous numpy float32 arrays and compute what diffdefense.runtime.steps computes:
+
+    reverse_step(x, eps, a, b, s, noise, out=None)
+    loss_and_gradient(x0, target, gain, output_map, with_gradient=True) -> (image, loss, grad or None)
+    adam_update(z, grad, m, v, step, lr, beta1, beta2, eps=1e-8, out=None)
+
+cuda() returns the CUDA module (diffdefense_fused._cuda) when this build has one.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from types import ModuleType
+
+from diffdefense_fused._core import _build_info, adam_update, loss_and_gradient, reverse_step
+
+__all__ = ["adam_update", "build_info", "cuda", "loss_and_gradient", "reverse_step"]
+
+
+def build_info() -> dict:
+    """version, compilers, OpenMP threads, and whether (and for which architectures) CUDA was built."""
+    info = dict(_build_info())
+    info["cuda_architectures"] = info["cuda_architectures"].split()
+    return info
+
+
+def cuda() -> ModuleType:
+    """The CUDA ops module. Raises ImportError if this build has none (nvcc was not found when it was built)."""
+    if not _build_info()["cuda_built"]:
+        raise ImportError("diffdefense_fused was built without CUDA (no nvcc at build time); rebuild it with nvcc.")
+    return import_module("diffdefense_fused._cuda")
+
+
+__version__ = _build_info()["version"]

@@ -1,0 +1,82 @@
+// CPU launcher: plain loops the compiler vectorises, threaded over the rows with OpenMP when the work is big.
+#include "diffdefense_fused/cpu.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace diffdefense_fused::cpu {
+
+namespace {
+
+// Elements per task of the row-free Adam loop: large enough to amortise scheduling, small enough to balance.
+constexpr int64_t kAdamChunk = int64_t{1} << 14;
+
+template <OutputMap map, bool with_gradient>
+void loss_rows(const float* x0, const float* target, float* image, float* loss, float* grad, int64_t rows,
+               int64_t row_size, float grad_scale) {
+#pragma omp parallel for schedule(static) if (rows * row_size >= kParallelMinElements)
+    for (int64_t row = 0; row < rows; ++row) {
+        const int64_t first = row * row_size;
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = first; i < first + row_size; ++i) {
+            const LossPixel pixel = loss_pixel<map>(x0[i], target[i], grad_scale);
+            image[i] = pixel.image;
+            if constexpr (with_gradient) grad[i] = pixel.grad;
+            sum += squared(pixel.diff);
+        }
+        loss[row] = static_cast<float>(sum / static_cast<double>(row_size));
+    }
+}
+
+}  // namespace
+
+void reverse_step(const float* x, const float* eps, const float* noise, float* out, int64_t rows, int64_t row_size,
+                  RowCoefficient a, RowCoefficient b, RowCoefficient s) {
+#pragma omp parallel for schedule(static) if (rows * row_size >= kParallelMinElements)
+    for (int64_t row = 0; row < rows; ++row) {
+        const float ar = a.at(row), br = b.at(row), sr = s.at(row);
+        const int64_t first = row * row_size;
+#pragma omp simd
+        for (int64_t i = first; i < first + row_size; ++i)
+            out[i] = diffdefense_fused::reverse_step(x[i], eps[i], noise[i], ar, br, sr);
+    }
+}
+
+void loss_and_gradient(const float* x0, const float* target, float* image, float* loss, float* grad, int64_t rows,
+                       int64_t row_size, float grad_scale, OutputMap map) {
+    if (map == OutputMap::sigmoid) {
+        if (grad)
+            loss_rows<OutputMap::sigmoid, true>(x0, target, image, loss, grad, rows, row_size, grad_scale);
+        else
+            loss_rows<OutputMap::sigmoid, false>(x0, target, image, loss, grad, rows, row_size, grad_scale);
+    } else {
+        if (grad)
+            loss_rows<OutputMap::clip, true>(x0, target, image, loss, grad, rows, row_size, grad_scale);
+        else
+            loss_rows<OutputMap::clip, false>(x0, target, image, loss, grad, rows, row_size, grad_scale);
+    }
+}
+
+void adam_update(const float* z, const float* grad, float* m, float* v, float* out, int64_t size,
+                 const AdamConstants& constants) {
+    const int64_t chunks = (size + kAdamChunk - 1) / kAdamChunk;
+#pragma omp parallel for schedule(static) if (size >= kParallelMinElements)
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        const int64_t first = chunk * kAdamChunk;
+        const int64_t last = first + kAdamChunk < size ? first + kAdamChunk : size;
+#pragma omp simd
+        for (int64_t i = first; i < last; ++i) out[i] = adam_element(z[i], grad[i], m[i], v[i], constants);
+    }
+}
+
+int max_threads() {
+#if defined(_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+}  // namespace diffdefense_fused::cpu
