@@ -32,7 +32,7 @@ std::string dtype_name(nb::dlpack::dtype dtype) {
     return kind + std::to_string(dtype.bits);
 }
 
-std::string python_type_name(nb::handle object) { return nb::cast<std::string>(nb::type_name(object.type())); }
+std::string python_type_name(nb::handle object) { return nb::type_name(object.type()).c_str(); }
 
 // Strides in elements, as DLPack gives them; axes of length 1 may have any stride, as in numpy.
 bool is_c_contiguous(const nb::ndarray<nb::ro>& array) {
