@@ -116,6 +116,14 @@ nb::object adam_update(nb::handle z_object, nb::handle grad_object, nb::handle m
     return result;
 }
 
+int set_num_threads(int threads) {
+    if (threads < 1)
+        throw nb::value_error(("threads: expected a count from 1, but got " + std::to_string(threads) + ".").c_str());
+    const int previous = cpu::max_threads();
+    cpu::set_max_threads(threads);
+    return previous;
+}
+
 nb::dict build_info() {
     nb::dict info;
     info["version"] = DIFFDEFENSE_FUSED_VERSION;
@@ -144,5 +152,8 @@ NB_MODULE(_core, m) {
           "eps"_a = 1e-8, "out"_a = nb::none(),
           "One Adam step (torch.optim.Adam's arithmetic); m and v are updated in place, and the new z is written "
           "to out, or into z itself when out is None. step counts from 1. Returns out (or z).");
+    m.def("set_num_threads", &set_num_threads, "threads"_a,
+          "Threads the CPU ops may use on large arrays, for the calling thread (OpenMP's omp_set_num_threads; "
+          "OMP_NUM_THREADS sets the default). Returns the previous count.");
     m.def("_build_info", &build_info, "What this build holds, as CMake configured it.");
 }

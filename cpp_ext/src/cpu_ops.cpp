@@ -79,4 +79,12 @@ int max_threads() {
 #endif
 }
 
+void set_max_threads(int threads) {
+#if defined(_OPENMP)
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+}
+
 }  // namespace diffdefense_fused::cpu

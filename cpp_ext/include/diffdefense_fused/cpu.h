@@ -21,7 +21,8 @@ void loss_and_gradient(const float* x0, const float* target, float* image, float
 void adam_update(const float* z, const float* grad, float* m, float* v, float* out, int64_t size,
                  const AdamConstants& constants);
 
-// OpenMP threads the loops may use (1 when built without OpenMP).
+// OpenMP threads the loops may use (1 when built without OpenMP), and setting it for the calling thread.
 int max_threads();
+void set_max_threads(int threads);
 
 }  // namespace diffdefense_fused::cpu

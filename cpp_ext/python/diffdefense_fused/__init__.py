@@ -7,7 +7,8 @@ The CPU functions take C-contiguous numpy float32 arrays and compute what diffde
     loss_and_gradient(x0, target, gain, output_map, with_gradient=True) -> (image, loss, grad or None)
     adam_update(z, grad, m, v, step, lr, beta1, beta2, eps=1e-8, out=None)
 
-cuda() returns the CUDA module (diffdefense_fused._cuda) when this build has one.
+Arrays of at least build_info()["parallel_min_elements"] elements are split over OpenMP threads
+(set_num_threads, or OMP_NUM_THREADS). cuda() returns the CUDA module (diffdefense_fused._cuda) when this build has one.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
-from diffdefense_fused._core import _build_info, adam_update, loss_and_gradient, reverse_step
+from diffdefense_fused._core import _build_info, adam_update, loss_and_gradient, reverse_step, set_num_threads
 
-__all__ = ["adam_update", "build_info", "cuda", "loss_and_gradient", "reverse_step"]
+__all__ = ["adam_update", "build_info", "cuda", "loss_and_gradient", "reverse_step", "set_num_threads"]
 
 
 def build_info() -> dict:
