@@ -5,6 +5,15 @@
 #include <omp.h>
 #endif
 
+// On x86-64 each loop is compiled three times, for AVX-512, AVX2 and the baseline, and the loader picks the copy the
+// CPU runs (GCC's target_clones): a portable build still works 16 or 8 lanes wide. The copies do the same
+// arithmetic in the same order, so they give the same results (a row's loss aside, summed in double in lanes).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DD_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DD_CPU_CLONES
+#endif
+
 namespace diffdefense_fused::cpu {
 
 namespace {
@@ -13,8 +22,8 @@ namespace {
 constexpr int64_t kAdamChunk = int64_t{1} << 14;
 
 template <OutputMap map, bool with_gradient>
-void loss_rows(const float* x0, const float* target, float* image, float* loss, float* grad, int64_t rows,
-               int64_t row_size, float grad_scale) {
+DD_CPU_CLONES void loss_rows(const float* x0, const float* target, float* image, float* loss, float* grad, int64_t rows,
+                             int64_t row_size, float grad_scale) {
 #pragma omp parallel for schedule(static) if (rows * row_size >= kParallelMinElements)
     for (int64_t row = 0; row < rows; ++row) {
         const int64_t first = row * row_size;
@@ -32,8 +41,8 @@ void loss_rows(const float* x0, const float* target, float* image, float* loss, 
 
 }  // namespace
 
-void reverse_step(const float* x, const float* eps, const float* noise, float* out, int64_t rows, int64_t row_size,
-                  RowCoefficient a, RowCoefficient b, RowCoefficient s) {
+DD_CPU_CLONES void reverse_step(const float* x, const float* eps, const float* noise, float* out, int64_t rows,
+                                int64_t row_size, RowCoefficient a, RowCoefficient b, RowCoefficient s) {
 #pragma omp parallel for schedule(static) if (rows * row_size >= kParallelMinElements)
     for (int64_t row = 0; row < rows; ++row) {
         const float ar = a.at(row), br = b.at(row), sr = s.at(row);
@@ -59,8 +68,8 @@ void loss_and_gradient(const float* x0, const float* target, float* image, float
     }
 }
 
-void adam_update(const float* z, const float* grad, float* m, float* v, float* out, int64_t size,
-                 const AdamConstants& constants) {
+DD_CPU_CLONES void adam_update(const float* z, const float* grad, float* m, float* v, float* out, int64_t size,
+                               const AdamConstants& constants) {
     const int64_t chunks = (size + kAdamChunk - 1) / kAdamChunk;
 #pragma omp parallel for schedule(static) if (size >= kParallelMinElements)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
