@@ -8,6 +8,7 @@ from typing import Literal
 
 GradientMode = Literal["straight-through", "full"]
 OutputMap = Literal["clip", "sigmoid"]
+LatentInit = Literal["noise", "input"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class DefenseSettings:
     output_map: chain output (model scale [-1, 1]) to image: 'clip' of (x + 1) / 2, or 'sigmoid' of it
         (the official code's sigmoid, on the official model's [0, 1] scale).
     fresh_noise: draw new step noise n_t for every run (the official code) instead of fixing it per input.
+    latent_init: 'noise' starts the latents at N(0, I) (the paper); 'input' starts them at the input diffused
+        to the chain's start level, sqrt(abar_s) (2 x* - 1) + sqrt(1 - abar_s) n (as SDEdit and DiffPure do),
+        so the optimisation begins from a denoised version of the input rather than from a random image.
     seed: seeds the latents and the step noise.
     """
 
@@ -44,6 +48,7 @@ class DefenseSettings:
     gradient: GradientMode = "straight-through"
     output_map: OutputMap = "clip"
     fresh_noise: bool = False
+    latent_init: LatentInit = "noise"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -63,6 +68,8 @@ class DefenseSettings:
             raise ValueError(f"Expected gradient 'straight-through' or 'full', but got {self.gradient!r}.")
         if self.output_map not in ("clip", "sigmoid"):
             raise ValueError(f"Expected output_map 'clip' or 'sigmoid', but got {self.output_map!r}.")
+        if self.latent_init not in ("noise", "input"):
+            raise ValueError(f"Expected latent_init 'noise' or 'input', but got {self.latent_init!r}.")
 
     @property
     def num_updates(self) -> int:

@@ -73,7 +73,7 @@ def export_unet_vjp(unet: nn.Module, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     example = (torch.randn(2, 1, 28, 28), torch.tensor([0, 1]), torch.randn(2, 1, 28, 28))
     torch.onnx.export(
-        UNetVJP(unet),
+        UNetVJP(unet).eval(),
         example,
         str(path),
         input_names=["x", "t", "v"],

@@ -82,7 +82,12 @@ class ReferenceDefense:
         batch, shape = images.shape[0], tuple(images.shape[1:])
         draws = draws or draw(s, batch, shape)
         target = images.repeat_interleave(s.num_candidates, dim=0)  # (B R, 1, 28, 28), candidates of an image together
-        z = torch.from_numpy(draws.latents.reshape(-1, *shape).copy()).to(images.dtype).requires_grad_(True)
+        z = torch.from_numpy(draws.latents.reshape(-1, *shape).copy()).to(images.dtype)
+        if s.latent_init == "input":  # the input diffused to the start level: x_s = c0 (2 x* - 1) + c1 n
+            c0, c1 = (float(c) for c in self.schedule.q_sample_coefficients(np.array(s.start_step)))
+            z = c0 * (2.0 * target - 1.0) + c1 * z
+            z = z if differentiable else z.detach()
+        z = z.requires_grad_(True) if not z.requires_grad else z
         adam = FunctionalAdam(s.adam_betas)
         rates = s.learning_rates()
         full = s.gradient == "full"

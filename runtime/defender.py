@@ -73,18 +73,16 @@ class Defender:
             if settings not in PRESETS:
                 raise ValueError(f"Expected a preset in {sorted(PRESETS)}, but got {settings!r}.")
             settings = PRESETS[settings]
-        if settings.gradient != "straight-through":
+        if settings.gradient == "full" and "unet_vjp" not in manifest.get("roles", {}):
             raise ValueError(
-                "The runtime runs the straight-through defence; the full-gradient mode needs the "
-                "U-Net's vector-Jacobian graph, which this bundle format does not carry yet."
+                "The full-gradient mode needs the U-Net's vector-Jacobian graph, which this bundle does not "
+                "carry; export it again with tools/export.py, or use gradient='straight-through'."
             )
         self.settings = settings
-        self.chain = reverse_chain(
-            NoiseSchedule(np.array(manifest["schedule"]["betas"])),
-            settings.start_step,
-            settings.num_steps,
-            settings.eta,
-        )
+        schedule = NoiseSchedule(np.array(manifest["schedule"]["betas"]))
+        self.chain = reverse_chain(schedule, settings.start_step, settings.num_steps, settings.eta)
+        # latent_init 'input': z = c0 (2 x* - 1) + c1 n, the input diffused to the chain's start level
+        self.start_coefficients = tuple(float(c) for c in schedule.q_sample_coefficients(np.array(settings.start_step)))
         self.gain = float(np.prod(self.chain.a))
         # Python floats: numpy float64 scalars would promote the float32 arrays to float64 (NEP 50).
         self.coefficients = [
@@ -95,6 +93,9 @@ class Defender:
         self.threshold = threshold if threshold is not None else _bundle_threshold(manifest, settings)
         self.unet = OnnxRunner(self.bundle.path("unet"), provider, threads)
         self.classifier = OnnxRunner(self.bundle.path("classifier"), provider, threads)
+        self.unet_vjp = (
+            OnnxRunner(self.bundle.path("unet_vjp"), provider, threads) if settings.gradient == "full" else None
+        )
 
     def reconstruct(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Algorithm 1 on checked images -> (reconstructions (B, 1, 28, 28), errors (B,))."""
@@ -104,24 +105,40 @@ class Defender:
         n = batch * s.num_candidates
         target = np.repeat(images, s.num_candidates, axis=0)
         z = draws.latents.reshape(n, *self.image_shape).copy()
+        if s.latent_init == "input":
+            c0, c1 = self.start_coefficients
+            z = c0 * (2.0 * target - 1.0) + c1 * z
+        full = s.gradient == "full"
         m, v = np.zeros_like(z), np.zeros_like(z)
         rates = s.learning_rates()
         beta1, beta2 = s.adam_betas
         timesteps = [np.full(n, t, dtype=np.int64) for t in self.chain.timesteps]
         for run in range(s.iterations):
             noise = draws.step_noise(run).reshape(s.num_steps, n, *self.image_shape)
-            x = z
+            x, chain_inputs = z, []
             for i in range(s.num_steps):
+                chain_inputs.append(x)
                 eps = self.unet.run(x, timesteps[i])
                 x = self.steps.reverse_step(x, eps, *self.coefficients[i], noise[i])
             update = run < s.num_updates
-            image, loss, grad = self.steps.loss_and_gradient(x, target, self.gain, s.output_map, with_gradient=update)
+            gain = 1.0 if full else self.gain  # full: d loss / d x_0, carried back through the chain below
+            image, loss, grad = self.steps.loss_and_gradient(x, target, gain, s.output_map, with_gradient=update)
+            if update and full:
+                grad = self._backpropagate_chain(chain_inputs, timesteps, grad)
             if update:
                 z = self.steps.adam_update(z, grad, m, v, run + 1, rates[run], beta1, beta2)
         losses = loss.reshape(batch, s.num_candidates)
         best = losses.argmin(axis=1)
         pick = np.arange(batch) * s.num_candidates + best
         return image[pick].astype(np.float32), losses[np.arange(batch), best]
+
+    def _backpropagate_chain(self, chain_inputs: list[np.ndarray], timesteps: list[np.ndarray], grad: np.ndarray):
+        """d loss / d z from d loss / d x_0: each step x_{i-1} = a x_i + b eps(x_i) + s n passes the gradient
+        g back as a g + b (d eps / d x_i)^T g, the U-Net's part from its exported vector-Jacobian graph."""
+        for i in reversed(range(len(chain_inputs))):
+            a, b, _ = self.coefficients[i]
+            grad = a * grad + b * self.unet_vjp.run(chain_inputs[i], timesteps[i], grad)
+        return grad
 
     def __call__(self, images: np.ndarray) -> DefenseResult:
         images = check_images(images, self.image_shape)

@@ -18,7 +18,16 @@ def images():
     return np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
 
 
-@pytest.mark.parametrize("settings", [FAST, FAST.with_(output_map="sigmoid", fresh_noise=True, eta=0.0)])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        FAST,
+        FAST.with_(output_map="sigmoid", fresh_noise=True, eta=0.0),
+        FAST.with_(gradient="full"),
+        FAST.with_(latent_init="input", gradient="full", output_map="sigmoid"),
+    ],
+    ids=["straight-through", "sigmoid-ddim", "full", "input-init-full"],
+)
 def test_runtime_matches_the_reference(exported_bundle, images, settings):
     runtime = Defender(exported_bundle.path, settings)(images)
     reference = ReferenceDefense(exported_bundle.unet, NoiseSchedule.linear(), settings).reconstruct(
@@ -72,6 +81,20 @@ def test_a_missing_provider_names_what_is_installed(exported_bundle):
         Defender(exported_bundle.path, FAST, provider="tensorrt")
 
 
-def test_full_gradient_mode_is_refused_clearly(exported_bundle):
-    with pytest.raises(ValueError, match="vector-Jacobian"):
-        Defender(exported_bundle.path, FAST.with_(gradient="full"))
+def test_full_gradient_mode_uses_the_unet_jacobian(exported_bundle, images):
+    """The full gradient is not the straight-through one: the U-Net's Jacobian changes the updates."""
+    full = Defender(exported_bundle.path, FAST.with_(gradient="full"))(images).reconstructions
+    straight = Defender(exported_bundle.path, FAST)(images).reconstructions
+    assert np.abs(full - straight).max() > 1e-3
+
+
+def test_full_gradient_mode_without_the_vjp_graph_is_refused_clearly(exported_bundle, tmp_path):
+    import json
+    import shutil
+
+    copy = shutil.copytree(exported_bundle.path, tmp_path / "copy")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["roles"]["unet_vjp"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="vector-Jacobian graph, which this bundle does not carry"):
+        Defender(copy, FAST.with_(gradient="full"))

@@ -20,7 +20,7 @@ import torch
 from diffdefense.data import load_dataset
 from diffdefense.reference.attacks import run_attack
 from diffdefense.reference.defense import ReferenceDefense
-from diffdefense.reference.evaluation import ArrayCache, defend, pick_indices, predict
+from diffdefense.reference.evaluation import ArrayCache, binarized, defend, pick_indices, predict
 from diffdefense.settings import PRESETS, DefenseSettings
 from diffdefense.training.loading import load_classifier, load_unet
 
@@ -74,6 +74,10 @@ def main(dataset, num_images, base, tries, attacks, seed, batch_size, out) -> No
         )
     sweep_path = out / "sweep.json"
     rows = json.loads(sweep_path.read_text()) if sweep_path.is_file() else []
+    baseline = {k: round(100 * float((predict(model_a, binarized(v)) == labels).mean()), 1) for k, v in inputs.items()}
+    click.echo(
+        "   0 evals  " + " ".join(f"{k} {v:5.1f}" for k, v in baseline.items()) + "  [threshold 0.5, no diffusion]"
+    )
     for text in tries or ("",):
         settings = PRESETS[base].with_(**parse_overrides(text))
         started = time.perf_counter()
@@ -87,6 +91,7 @@ def main(dataset, num_images, base, tries, attacks, seed, batch_size, out) -> No
             "overrides": text,
             "unet_evaluations": settings.unet_evaluations,
             "accuracy": accuracy,
+            "threshold_0.5": baseline,
             "no_defense": {k: round(100 * float((predict(model_a, v) == labels).mean()), 1) for k, v in inputs.items()},
             "seconds_per_image": round((time.perf_counter() - started) / (len(inputs) * len(images)), 4),
             "settings": settings.to_dict(),
