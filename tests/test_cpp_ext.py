@@ -104,6 +104,16 @@ def test_the_sigmoid_saturates_without_overflow_and_keeps_nan():
     np.testing.assert_array_equal(got[2], expected[2])
 
 
+def test_the_sigmoid_is_within_two_and_a_half_ulp_of_exact():
+    x0 = np.linspace(-200, 200, 4_000_001, dtype=np.float32).reshape(1, 1, 1, -1)
+    image = fused.loss_and_gradient(x0, np.zeros_like(x0), 1.0, "sigmoid", False)[0].ravel()
+    unit = ((x0 + np.float32(1)) * np.float32(0.5)).ravel()  # as the extension computes it, in float32
+    exact = 1 / (1 + np.exp(-unit.astype(np.float64)))
+    normal = exact > np.finfo(np.float32).tiny
+    ulp_error = np.abs(image - exact)[normal] / np.spacing(exact.astype(np.float32))[normal]
+    assert ulp_error.max() < 2.5
+
+
 def test_adam_equals_numpy_over_several_steps_and_updates_in_place():
     rng = np.random.default_rng(1)
     z, grad = rng.standard_normal((2, 5, 1, 28, 28)).astype(np.float32)

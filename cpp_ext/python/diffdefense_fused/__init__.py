@@ -29,9 +29,9 @@ def build_info() -> dict:
 
 
 def cuda() -> ModuleType:
-    """The CUDA ops module. Raises ImportError if this build has none (nvcc was not found when it was built)."""
+    """The CUDA ops module. Raises ImportError if this build has none."""
     if not _build_info()["cuda_built"]:
-        raise ImportError("diffdefense_fused was built without CUDA (no nvcc at build time); rebuild it with nvcc.")
+        raise ImportError("diffdefense_fused was built without CUDA (no nvcc, or DIFFDEFENSE_FUSED_CUDA=OFF).")
     return import_module("diffdefense_fused._cuda")
 
 
