@@ -23,8 +23,8 @@ namespace {
 using NumpyArray = nb::ndarray<nb::numpy, float>;
 
 // Outputs of at least this size come from numpy's allocator, which asks the kernel for huge pages: glibc's malloc
-// hands blocks this large back to the kernel when freed, and faulting in fresh 4 KB pages on every call cost more
-// than the arithmetic (loss_and_gradient at 4096 x 784: 15.9 ms, against 2.7 ms once malloc kept its memory).
+// hands blocks this large back to the kernel when freed, and faulting fresh 4 KB pages in on every call took
+// longer than the arithmetic at the benchmark's large batch.
 constexpr size_t kNumpyAllocationBytes = size_t{1} << 20;
 
 // A fresh C-contiguous float32 numpy array, and its data.
