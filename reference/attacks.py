@@ -1,4 +1,4 @@
-"""The paper's attacks through torchattacks, with the settings of DESIGN section 1.
+"""The paper's attacks through torchattacks (DeepFool through ART), with the settings of DESIGN section 1.
 
 All take and return images (N, 1, 28, 28) in [0, 1] and attack the model they are given: Model A for
 white-box attacks on the classifier, Model B for black-box transfer to Model A. torchattacks is
@@ -24,7 +24,7 @@ class AttackSpec:
     name: str
     threat: str
     settings: dict = field(default_factory=dict)
-    build: Callable[[nn.Module, int], torchattacks.attack.Attack] | None = None
+    build: Callable[[nn.Module, int], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None
 
 
 def _pgd_with_restarts(model: nn.Module, seed: int) -> torchattacks.attack.Attack:
@@ -42,8 +42,8 @@ ATTACKS: dict[str, AttackSpec] = {
         AttackSpec(
             "DeepFool",
             "L2, minimal",
-            {"steps": 100, "overshoot": 0.02},
-            lambda m, seed: torchattacks.DeepFool(m, steps=100, overshoot=0.02),
+            {"steps": 100, "overshoot": 0.02, "library": "ART"},
+            lambda m, seed: _art_deepfool(m, steps=100, overshoot=0.02),
         ),
         AttackSpec(
             "Square",
@@ -76,6 +76,21 @@ ATTACKS: dict[str, AttackSpec] = {
         ),
     ]
 }
+
+
+def _art_deepfool(model: nn.Module, steps: int, overshoot: float):
+    """ART's DeepFool: batched, and it applies the overshoot to the whole perturbation as Moosavi-Dezfooli et al.
+    do. torchattacks' DeepFool loops image by image and applies it to each step's increment before clipping to
+    [0, 1], so on MNIST's saturated pixels it stalls: it leaves 58 % of test images correctly classified by
+    Model A where the paper reports 1 % (docs/results/mnist_paper_200, the preliminary run that used it)."""
+    from art.attacks.evasion import DeepFool
+    from art.estimators.classification import PyTorchClassifier
+
+    classifier = PyTorchClassifier(
+        model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10, clip_values=(0.0, 1.0)
+    )
+    attack = DeepFool(classifier, max_iter=steps, epsilon=overshoot, nb_grads=10, batch_size=250, verbose=False)
+    return lambda images, labels: torch.from_numpy(attack.generate(images.numpy()))
 
 
 def run_attack(

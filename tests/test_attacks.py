@@ -1,4 +1,4 @@
-"""Every attack of the suite runs through torchattacks, stays in [0, 1] and within its budget."""
+"""Every attack of the suite runs (torchattacks; DeepFool through ART), stays in [0, 1] and within its budget."""
 
 import pytest
 import torch
@@ -29,9 +29,10 @@ def test_attack_output_is_valid(model_and_data, name):
         assert (adversarial - images).abs().max() <= EPS + 1e-5
 
 
-def test_pgd_fools_an_undefended_model(model_and_data):
+@pytest.mark.parametrize("name", ["PGD", "DeepFool"])
+def test_attack_fools_an_undefended_model(model_and_data, name):
     model, images, labels = model_and_data
-    adversarial = run_attack("PGD", model, images, labels)
+    adversarial = run_attack(name, model, images, labels)
     with torch.no_grad():
         fooled = (model(adversarial).argmax(1) != labels).float().mean()
     assert fooled >= 0.8
