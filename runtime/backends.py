@@ -1,5 +1,6 @@
 """Model runners behind one small interface: run(inputs) -> first output. onnxruntime with the CPU, CUDA or
-TensorRT execution provider; a provider that is not available is refused, naming those that are."""
+TensorRT execution provider, or TensorRT itself ('tensorrt-engine'); a provider that is not available is refused,
+naming those that are."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ class OnnxRunner:
         except ImportError as err:
             raise BackendError("onnxruntime is not installed: pip install 'diffdefense[cpu]' (or [gpu]).") from err
         if provider not in PROVIDERS:
-            raise BackendError(f"Expected a provider in {sorted(PROVIDERS)}, but got {provider!r}.")
+            raise BackendError(
+                f"Expected a provider in {sorted([*PROVIDERS, 'tensorrt-engine'])}, but got {provider!r}."
+            )
         wanted = PROVIDERS[provider]
         installed = onnxruntime.get_available_providers()
         if wanted not in installed:
@@ -49,3 +52,21 @@ class OnnxRunner:
 
     def run(self, *inputs: np.ndarray) -> np.ndarray:
         return self.session.run(None, dict(zip(self.input_names, inputs, strict=True)))[0]
+
+
+def make_runner(path: Path, provider: str = "cpu", threads: int | None = None, fp16: bool = False):
+    """An OnnxRunner, or for 'tensorrt-engine' a TensorRT engine built for this GPU (cached) and run natively."""
+    if provider != "tensorrt-engine":
+        if fp16:
+            raise BackendError(
+                "fp16 applies to the 'tensorrt-engine' backend only; onnxruntime runs the float32 graphs."
+            )
+        return OnnxRunner(path, provider, threads)
+    from diffdefense.runtime.tensorrt_backend import TensorRTRunner
+    from diffdefense.runtime.tensorrt_engines import EngineBuildError, cached_engine
+
+    try:
+        engine = cached_engine(Path(path), fp16=fp16)
+    except EngineBuildError as err:
+        raise BackendError(str(err)) from err
+    return TensorRTRunner(engine)

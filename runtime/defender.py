@@ -14,7 +14,7 @@ import numpy as np
 
 from diffdefense.draws import draw
 from diffdefense.respace import reverse_chain
-from diffdefense.runtime.backends import OnnxRunner
+from diffdefense.runtime.backends import make_runner
 from diffdefense.runtime.bundle import load_bundle
 from diffdefense.runtime.fused import load_step_ops
 from diffdefense.runtime.validation import check_images
@@ -49,7 +49,9 @@ class Defender:
     """defender(images) -> DefenseResult, for images (B, 1, 28, 28) float in [0, 1].
 
     settings: a DefenseSettings, a preset name, or None for the bundle's defaults.
-    provider: 'cpu', 'cuda' or 'tensorrt' (onnxruntime execution providers; never a silent fallback).
+    provider: 'cpu', 'cuda' or 'tensorrt' (onnxruntime execution providers), or 'tensorrt-engine' (TensorRT
+        itself, with engines built for this GPU on first use and cached); never a silent fallback.
+    fp16: half-precision TensorRT engines ('tensorrt-engine' only).
     threshold: reconstruction error above which an input is flagged; None uses the bundle's, if it has one.
     step_ops: the elementwise steps' implementation, 'auto' (cpp_ext if installed), 'cpp_ext' or 'numpy'.
     """
@@ -62,6 +64,7 @@ class Defender:
         threshold: float | None = None,
         threads: int | None = None,
         step_ops: str = "auto",
+        fp16: bool = False,
     ) -> None:
         self.steps = load_step_ops(step_ops)
         self.step_ops_name = self.steps.name
@@ -91,10 +94,10 @@ class Defender:
         self.image_shape = tuple(manifest["image"]["shape"])
         self.label_names = list(manifest["labels"])
         self.threshold = threshold if threshold is not None else _bundle_threshold(manifest, settings)
-        self.unet = OnnxRunner(self.bundle.path("unet"), provider, threads)
-        self.classifier = OnnxRunner(self.bundle.path("classifier"), provider, threads)
+        self.unet = make_runner(self.bundle.path("unet"), provider, threads, fp16)
+        self.classifier = make_runner(self.bundle.path("classifier"), provider, threads, fp16)
         self.unet_vjp = (
-            OnnxRunner(self.bundle.path("unet_vjp"), provider, threads) if settings.gradient == "full" else None
+            make_runner(self.bundle.path("unet_vjp"), provider, threads, fp16) if settings.gradient == "full" else None
         )
 
     def reconstruct(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

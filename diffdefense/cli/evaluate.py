@@ -90,14 +90,33 @@ def evaluate_command(
     show_default=True,
     help="Clean training-split images that set the attack threshold at 5 % false positives (0: none).",
 )
+@click.option(
+    "--tensorrt",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Also build TensorRT engines into the engine cache: where a GPU and TensorRT are present (auto), "
+    "always (on: fail without them), or never.",
+)
+@click.option("--fp16/--no-fp16", default=False, show_default=True, help="Half-precision TensorRT engines.")
 @data_root_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle folder.")
-def export_command(dataset, preset, calibration_images, data_root, out) -> None:
+def export_command(dataset, preset, calibration_images, tensorrt, fp16, data_root, out) -> None:
     """Export the shipped models of DATASET to an ONNX bundle, checked against PyTorch."""
     import json
 
-    from diffdefense.export.bundle import export_bundle
+    from diffdefense.export.bundle import ROLES, export_bundle
+    from diffdefense.runtime.tensorrt_engines import EngineBuildError, cached_engine
 
     path = export_bundle(dataset, out, preset, data_root, calibration_images)
     parity = json.loads((path / "manifest.json").read_text())["parity"]
     click.echo(f"Bundle {path}: " + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()))
+    if tensorrt == "off":
+        return
+    try:
+        for name in ROLES.values():
+            click.echo(f"TensorRT engine: {cached_engine(path / name, fp16=fp16)}")
+    except EngineBuildError as err:
+        if tensorrt == "on":
+            raise click.ClickException(str(err)) from err
+        click.echo(f"No TensorRT engines: {err}")

@@ -1,0 +1,130 @@
+"""TensorRT engines for a bundle's ONNX graphs, built through polygraphy and kept in a cache keyed by what they
+depend on.
+
+An engine is valid only for the GPU model and the TensorRT version that built it, so the cache key holds the
+graph's sha256, the GPU's name and compute capability, the TensorRT and polygraphy versions, the batch profile
+and the precision. fp16: TensorRT 10 (and Jetson, which stays on it) takes the builder flag; TensorRT 11 builds
+strongly typed networks, so there the ONNX graph itself is converted to fp16 (inputs and outputs kept float32).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from diffdefense.shipped import sha256_of
+
+# Engines belong to the machine that built them, not to the bundle: they live in a per-user cache.
+DEFAULT_CACHE = Path(os.environ.get("DIFFDEFENSE_ENGINE_CACHE", Path.home() / ".cache" / "diffdefense" / "engines"))
+
+
+class EngineBuildError(RuntimeError):
+    """No GPU, no TensorRT, or a graph TensorRT cannot build."""
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """The batch sizes (B x R candidates per U-Net call) one engine serves: min, the size it is tuned for, max."""
+
+    min: int = 1
+    opt: int = 40  # 8 images x 5 candidates, the runtime's usual call
+    max: int = 512
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"Expected 1 <= min <= opt <= max, but got {self.min}, {self.opt}, {self.max}.")
+
+
+def gpu_identity() -> dict[str, str]:
+    """The first GPU's name and compute capability, from nvidia-smi (an engine does not move between GPU models)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (FileNotFoundError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+        raise EngineBuildError(
+            f"TensorRT engines need an NVIDIA GPU, and nvidia-smi could not name one ({err})."
+        ) from err
+    name, capability = (part.strip() for part in out.splitlines()[0].split(","))
+    return {"gpu": name, "compute_capability": capability}
+
+
+def tensorrt_version() -> str:
+    try:
+        import tensorrt
+    except ImportError as err:
+        raise EngineBuildError("TensorRT is not installed: pip install 'diffdefense[tensorrt]'.") from err
+    return tensorrt.__version__
+
+
+def engine_key(onnx_sha256: str, gpu: dict[str, str], trt_version: str, profile: BatchProfile, fp16: bool) -> str:
+    """What an engine depends on, hashed: change any of it and the cache misses."""
+    import polygraphy
+
+    parts = {
+        "onnx": onnx_sha256,
+        **gpu,
+        "tensorrt": trt_version,
+        "polygraphy": polygraphy.__version__,
+        "profile": asdict(profile),
+        "fp16": fp16,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _input_shapes(onnx_path: Path) -> dict[str, list]:
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+
+
+def build_engine(onnx_path: Path, engine_path: Path, profile: BatchProfile, fp16: bool) -> None:
+    """One engine with an optimisation profile over the batch dimension of every input."""
+    from polygraphy.backend.onnx import BytesFromOnnx, ConvertToFp16, OnnxFromPath
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        NetworkFromOnnxBytes,
+        NetworkFromOnnxPath,
+        Profile,
+    )
+
+    strongly_typed = int(tensorrt_version().split(".")[0]) >= 11
+    trt_profile = Profile()
+    for name, dims in _input_shapes(onnx_path).items():
+        rest = [int(d) for d in dims[1:]]
+        trt_profile.add(name, min=[profile.min, *rest], opt=[profile.opt, *rest], max=[profile.max, *rest])
+    if fp16 and strongly_typed:  # precision lives in the graph: convert it, keep float32 at the edges
+        network = NetworkFromOnnxBytes(BytesFromOnnx(ConvertToFp16(OnnxFromPath(str(onnx_path)))), strongly_typed=True)
+        config = CreateConfig(profiles=[trt_profile])
+    else:
+        network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=strongly_typed)
+        config = CreateConfig(fp16=fp16, profiles=[trt_profile])
+    try:
+        serialized = EngineBytesFromNetwork(network, config=config)()
+    except Exception as err:  # polygraphy and TensorRT raise their own types
+        raise EngineBuildError(f"TensorRT could not build an engine from {onnx_path.name}: {err}") from err
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = engine_path.with_suffix(".tmp")
+    tmp.write_bytes(serialized)
+    tmp.replace(engine_path)  # a half-written engine never looks whole
+
+
+def cached_engine(
+    onnx_path: Path, cache_dir: Path | None = None, profile: BatchProfile = BatchProfile(), fp16: bool = False
+) -> Path:
+    """The engine for this graph on this GPU and TensorRT, built on the first call and reused after."""
+    key = engine_key(sha256_of(onnx_path), gpu_identity(), tensorrt_version(), profile, fp16)
+    path = (cache_dir or DEFAULT_CACHE) / f"{onnx_path.stem}-{key}.engine"
+    if not path.is_file():
+        build_engine(onnx_path, path, profile, fp16)
+    return path
