@@ -90,7 +90,7 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
 
 
 def export_bundle(
-    dataset: str, out_dir: Path, preset: str = "paper", data_root: Path | None = None, calibration_images: int = 200
+    dataset: str, out_dir: Path, preset: str = "default", data_root: Path | None = None, calibration_images: int = 200
 ) -> Path:
     unet, schedule = load_unet(dataset)
     classifier = load_classifier(dataset, "model_a")

@@ -92,6 +92,10 @@ def test_updates_lower_the_loss(unet):
     assert after < before
 
 
+def test_the_default_preset_costs_less_than_the_paper():
+    assert PRESETS["default"].unet_evaluations == 120 < PRESETS["paper"].unet_evaluations
+
+
 def test_paper_preset_is_the_official_configuration():
     paper = PRESETS["paper"]
     assert (paper.iterations, paper.num_candidates, paper.num_steps, paper.gradient) == (4, 5, 15, "straight-through")

@@ -79,7 +79,7 @@ def evaluate_command(
 @click.option(
     "--preset",
     type=click.Choice(sorted(PRESET_NAMES)),
-    default="paper",
+    default="default",
     show_default=True,
     help="Defence settings the bundle carries as its defaults.",
 )
