@@ -39,6 +39,7 @@ class EvaluationConfig:
     adaptive_images: int = 0  # the first N of the chosen images; 0 skips the adaptive attacks
     adaptive_eps: tuple[float, ...] = (0.3, 0.1)
     adaptive_steps: int = 20
+    adaptive_gradients: tuple[str, ...] = ("bpda", "true")  # BPDA-PGD and true-gradient EOT-PGD
     eot_iter: int = 4
 
 
@@ -204,6 +205,8 @@ def _adaptive(config, cache, classifier, defense, images, labels, defended) -> d
     out = {}
     for eps in config.adaptive_eps:
         for budget in adaptive_budgets(eps, config.adaptive_steps, config.eot_iter):
+            if budget.gradient not in config.adaptive_gradients:
+                continue
             tag = "adaptive_" + budget.name.replace(" ", "_").replace("(", "").replace(")", "")
             adversarial = cache.get(
                 f"adversarial_{tag}",

@@ -59,6 +59,24 @@ def markdown_table(record: dict) -> str:
                 )
             lines.append(row)
         lines.append("")
+    if r.get("adaptive"):
+        lines += [
+            "## Adaptive attacks (built through the defence)",
+            "",
+            "Accuracy of Model A after the defence in %, on the first images of the same subset. BPDA: PGD with the "
+            "defence's gradient taken as the identity. True gradient: PGD through the whole unrolled optimisation "
+            "(the U-Net included), averaged over EOT draws of the defence's randomness.",
+            "",
+            "| attack | images | eps | step | steps | EOT draws | no defence | DiffDefense |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, v in r["adaptive"].items():
+            b = v["budget"]
+            lines.append(
+                f"| {name} | {v['images']} | {b['eps']} | {b['alpha']:.4f} | {b['steps']} | {b['eot_iter']} | "
+                f"{_pct(v['accuracy_no_defense'])} | {_pct(v['accuracy_defended'])} |"
+            )
+        lines.append("")
     lines += [
         "Paper numbers: DESIGN section 1 (read off the official repository's figure, +-0.5 point).",
         "Threshold 0.5: Model A on the attacked images with every pixel thresholded at 0.5, no diffusion at all: "

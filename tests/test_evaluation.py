@@ -47,7 +47,7 @@ def test_report_is_written_and_an_interrupted_run_resumes_from_the_cache(
     for name in ("report.md", "roc.png", "examples.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "| FGSM |" in report
+    assert "| FGSM |" in report and "| BPDA-PGD eps 0.1 | 2 | 0.1 |" in report
     for table in report.split("\n\n"):  # every row of a table has as many cells as its header
         rows = [line for line in table.splitlines() if line.startswith("|")]
         assert len({row.count("|") for row in rows}) <= 1, table
@@ -77,3 +77,19 @@ def test_unknown_attack_and_bad_counts_are_refused(tiny_data_root, tmp_path):
     with pytest.raises(ValueError, match="between 1 and 10"):
         pick_indices(10, 11, 0)
     assert pick_indices(100, 5, 3).tolist() == pick_indices(100, 5, 3).tolist()
+
+
+def test_adaptive_attacks_can_be_chosen(tiny_data_root, tmp_path, small_unet):
+    config = EvaluationConfig(
+        num_images=4,
+        attacks=("FGSM",),
+        black_box=False,
+        batch_size=4,
+        adaptive_images=2,
+        adaptive_eps=(0.1,),
+        adaptive_steps=1,
+        adaptive_gradients=("bpda",),
+        settings=DefenseSettings(num_candidates=2, iterations=2, num_steps=2, start_step=10),
+    )
+    record = run_evaluation(config, tmp_path / "report", tiny_data_root)["record"]
+    assert set(record["results"]["adaptive"]) == {"BPDA-PGD eps 0.1"}

@@ -30,6 +30,13 @@ from diffdefense.cli.common import (
     help="Run BPDA-PGD and true-gradient EOT-PGD through the defence on the first N images (0: skip).",
 )
 @click.option("--adaptive-steps", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--adaptive-gradient",
+    "adaptive_gradients",
+    type=click.Choice(["bpda", "true"]),
+    multiple=True,
+    help="Which adaptive attacks to run (repeat); default both. The true gradient costs far more.",
+)
 @click.option("--eot-iter", type=click.IntRange(min=1), default=4, show_default=True)
 @seed_option
 @data_root_option
@@ -48,6 +55,7 @@ def evaluate_command(
     batch_size,
     adaptive_images,
     adaptive_steps,
+    adaptive_gradients,
     eot_iter,
     seed,
     data_root,
@@ -69,6 +77,7 @@ def evaluate_command(
         adaptive_images=adaptive_images,
         adaptive_steps=adaptive_steps,
         eot_iter=eot_iter,
+        **({"adaptive_gradients": tuple(adaptive_gradients)} if adaptive_gradients else {}),
         **({"attacks": tuple(attacks)} if attacks else {}),
     )
     click.echo(f"Report: {write_report(run_evaluation(config, out, data_root), out)}")
