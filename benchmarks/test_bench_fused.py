@@ -121,12 +121,13 @@ class TimedSteps:
 
 
 @pytest.mark.parametrize("step_ops", ["numpy", "cpp_ext"])
-def test_defender_per_image(benchmark, images, step_ops):
-    defender = Defender(BUNDLES_DIR / "mnist", "paper", step_ops=step_ops)
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_defender_per_image(benchmark, images, step_ops, preset):
+    defender = Defender(BUNDLES_DIR / "mnist", preset, step_ops=step_ops)
     defender.steps = timed = TimedSteps(defender.steps)
     rounds, warmup_rounds = 3, 1
     result = benchmark.pedantic(defender, args=(images,), rounds=rounds, warmup_rounds=warmup_rounds)
-    median = record(benchmark, ("defender", "paper", step_ops))
+    median = record(benchmark, ("defender", preset, step_ops))
     benchmark.extra_info.update(
         ms_per_image=1000 * median / BATCH,
         step_ops_ms_per_image=1000 * timed.seconds / ((rounds + warmup_rounds) * BATCH),  # mean over every call
