@@ -28,39 +28,31 @@ class Logits(nn.Module):
         return self.classifier(images)
 
 
-def export_unet(unet: nn.Module, path: Path) -> None:
-    """eps = unet(x (N, 1, 28, 28) float32, t (N,) int64), N dynamic."""
+def export_graph(module: nn.Module, example: tuple, path: Path, input_names: list[str], output_name: str) -> None:
+    """module in eval mode to ONNX, the first dimension of every input a dynamic batch (1 to 4096)."""
     batch = torch.export.Dim("batch", min=1, max=4096)
-    example = (torch.randn(2, 1, 28, 28), torch.tensor([0, 1]))
     torch.onnx.export(
-        unet.eval(),
+        module.eval(),
         example,
         str(path),
-        input_names=["x", "t"],
-        output_names=["eps"],
-        dynamic_shapes={"x": {0: batch}, "t": {0: batch}},
+        input_names=input_names,
+        output_names=[output_name],
+        dynamic_shapes={name: {0: batch} for name in input_names},
         dynamo=True,
         opset_version=OPSET,
         external_data=False,
         verbose=False,
     )
+
+
+def export_unet(unet: nn.Module, path: Path) -> None:
+    """eps = unet(x (N, 1, 28, 28) float32, t (N,) int64), N dynamic."""
+    export_graph(unet, (torch.randn(2, 1, 28, 28), torch.tensor([0, 1])), path, ["x", "t"], "eps")
 
 
 def export_classifier(classifier: nn.Module, path: Path) -> None:
     """logits (N, 10) = classifier(images (N, 1, 28, 28) float32 in [0, 1]), N dynamic."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(
-        Logits(classifier).eval(),
-        (torch.rand(2, 1, 28, 28),),
-        str(path),
-        input_names=["images"],
-        output_names=["logits"],
-        dynamic_shapes={"images": {0: batch}},
-        dynamo=True,
-        opset_version=OPSET,
-        external_data=False,
-        verbose=False,
-    )
+    export_graph(Logits(classifier), (torch.rand(2, 1, 28, 28),), path, ["images"], "logits")
 
 
 def max_abs_error(path: Path, model: nn.Module, inputs: dict[str, np.ndarray]) -> float:

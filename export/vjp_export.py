@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from diffdefense.export.onnx_export import OPSET
+from diffdefense.export.onnx_export import export_graph
 
 aten = torch.ops.aten
 
@@ -70,20 +70,8 @@ def autograd_vjp(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, v: torch.Ten
 
 def export_unet_vjp(unet: nn.Module, path: Path) -> None:
     """grad = vjp(x, t, v), N dynamic."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
     example = (torch.randn(2, 1, 28, 28), torch.tensor([0, 1]), torch.randn(2, 1, 28, 28))
-    torch.onnx.export(
-        UNetVJP(unet).eval(),
-        example,
-        str(path),
-        input_names=["x", "t", "v"],
-        output_names=["grad"],
-        dynamic_shapes={"x": {0: batch}, "t": {0: batch}, "v": {0: batch}},
-        dynamo=True,
-        opset_version=OPSET,
-        external_data=False,
-        verbose=False,
-    )
+    export_graph(UNetVJP(unet), example, path, ["x", "t", "v"], "grad")
 
 
 def vjp_max_abs_error(path: Path, unet: nn.Module, inputs: dict[str, np.ndarray]) -> float:
