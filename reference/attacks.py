@@ -90,7 +90,8 @@ def _art_deepfool(model: nn.Module, steps: int, overshoot: float):
         model=model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10, clip_values=(0.0, 1.0)
     )
     attack = DeepFool(classifier, max_iter=steps, epsilon=overshoot, nb_grads=10, batch_size=250, verbose=False)
-    return lambda images, labels: torch.from_numpy(attack.generate(images.numpy()))
+    # ART's arithmetic can leave pixels a few 1e-5 outside [0, 1]; the runtime refuses such images, so clip.
+    return lambda images, labels: torch.from_numpy(attack.generate(images.numpy())).clamp_(0.0, 1.0)
 
 
 def run_attack(
