@@ -49,8 +49,8 @@ def main(report: Path, batch_size: int) -> None:
     for setting in ("white_box", "black_box"):
         for attack, reference in record["results"].get(setting, {}).items():
             with np.load(report / "cache" / "attacks" / f"adversarial_{setting}_{attack}.npz") as stored:
-                # Adversarial sets cached before the attacks clipped ART's output hold pixels up to 3e-5 outside
-                # [0, 1], which the runtime rightly refuses: clip them, and record by how much.
+                # Sets cached before run_attack clipped its output (EAD strays up to 3e-5 outside [0, 1]) would be
+                # refused by the runtime: clip them, and record by how much.
                 adversarial = np.clip(stored["array"], 0.0, 1.0)
                 clipped[f"{setting}_{attack}"] = float(np.abs(stored["array"] - adversarial).max())
             tag = f"{setting}_{attack}"
