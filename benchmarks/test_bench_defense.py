@@ -7,25 +7,15 @@ Each round defends a batch of 8 MNIST test images with the shipped bundle and we
 milliseconds per image.
 """
 
-import numpy as np
 import pytest
 import torch
 
-from diffdefense.data import load_dataset
+from benchmarks.conftest import BATCH
 from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.runtime.defender import Defender
 from diffdefense.settings import PRESETS
 from diffdefense.shipped import BUNDLES_DIR
 from diffdefense.training.loading import load_classifier, load_unet
-
-BATCH = 8
-
-
-@pytest.fixture(scope="module")
-def images(real_data_root):
-    if not (BUNDLES_DIR / "mnist").is_dir():
-        pytest.skip("no shipped MNIST bundle: make one with tools/export.py")
-    return load_dataset("mnist", "test", real_data_root).subset(np.arange(BATCH)).float_images()
 
 
 def per_image_ms(benchmark) -> float:

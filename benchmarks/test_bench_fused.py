@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from diffdefense.data import load_dataset
+from benchmarks.conftest import BATCH
 from diffdefense.runtime.defender import Defender
 from diffdefense.runtime.fused import load_step_ops
 from diffdefense.shipped import BUNDLES_DIR
@@ -89,16 +89,6 @@ def test_step(benchmark, shape_name, op, implementation):
         benchmark.extra_info.update(bytes_moved=moved, gb_per_s=gb_per_s)
         if "copy" in bandwidth:
             benchmark.extra_info.update(copy_gb_per_s=bandwidth["copy"], fraction_of_copy=gb_per_s / bandwidth["copy"])
-
-
-BATCH = 8
-
-
-@pytest.fixture(scope="module")
-def images(real_data_root):
-    if not (BUNDLES_DIR / "mnist").is_dir():
-        pytest.skip("no shipped MNIST bundle: make one with tools/export.py")
-    return load_dataset("mnist", "test", real_data_root).subset(np.arange(BATCH)).float_images()
 
 
 class TimedSteps:
