@@ -38,6 +38,17 @@ class DefenseResult:
     threshold: float | None
     timings: dict[str, float]
     step_ops: str = "numpy"  # which implementation ran the elementwise steps: 'cpp_ext' or 'numpy'
+    latents: np.ndarray | None = None  # (B, 1, 28, 28): each input's winning latent, to warm-start the next frame
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """images (B, 1, 28, 28) in [0, 1]; errors (B,): the best candidate's loss; latents (B, 1, 28, 28): the
+    best candidate's latent after the last update."""
+
+    images: np.ndarray
+    errors: np.ndarray
+    latents: np.ndarray
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -100,17 +111,28 @@ class Defender:
             make_runner(self.bundle.path("unet_vjp"), provider, threads, fp16) if settings.gradient == "full" else None
         )
 
-    def reconstruct(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Algorithm 1 on checked images -> (reconstructions (B, 1, 28, 28), errors (B,))."""
-        s = self.settings
+    def reconstruct(
+        self, images: np.ndarray, initial_latents: np.ndarray | None = None, iterations: int | None = None
+    ) -> Reconstruction:
+        """Algorithm 1 on checked images.
+
+        initial_latents (B, K, 1, 28, 28), K <= R: start the first K candidates there instead of at the drawn
+        ones (a warm start from the previous frame); the other R - K stay fresh.
+        iterations: L for this call instead of the settings' (a warm start needs fewer).
+        """
+        s = self.settings if iterations is None else self.settings.with_(iterations=iterations)
         batch = images.shape[0]
         draws = draw(s, batch, self.image_shape)
         n = batch * s.num_candidates
         target = np.repeat(images, s.num_candidates, axis=0)
-        z = draws.latents.reshape(n, *self.image_shape).copy()
+        latents = draws.latents
         if s.latent_init == "input":
             c0, c1 = self.start_coefficients
-            z = c0 * (2.0 * target - 1.0) + c1 * z
+            latents = c0 * (2.0 * images[:, None] - 1.0) + c1 * latents
+        if initial_latents is not None:
+            latents = latents.copy()
+            latents[:, : initial_latents.shape[1]] = self._check_latents(initial_latents, batch)
+        z = np.array(latents, dtype=np.float32).reshape(n, *self.image_shape)  # a copy: Adam updates it in place
         full = s.gradient == "full"
         m, v = np.zeros_like(z), np.zeros_like(z)
         rates = s.learning_rates()
@@ -133,7 +155,25 @@ class Defender:
         losses = loss.reshape(batch, s.num_candidates)
         best = losses.argmin(axis=1)
         pick = np.arange(batch) * s.num_candidates + best
-        return image[pick].astype(np.float32), losses[np.arange(batch), best]
+        return Reconstruction(image[pick].astype(np.float32), losses[np.arange(batch), best], z[pick].copy())
+
+    def _check_latents(self, latents: np.ndarray, batch: int) -> np.ndarray:
+        r = self.settings.num_candidates
+        if (
+            not isinstance(latents, np.ndarray)
+            or latents.ndim != 5
+            or latents.shape[0] != batch
+            or not 1 <= latents.shape[1] <= r
+            or latents.shape[2:] != self.image_shape
+        ):
+            got = latents.shape if isinstance(latents, np.ndarray) else type(latents).__name__
+            raise ValueError(
+                f"Expected initial latents shaped ({batch}, K, {', '.join(map(str, self.image_shape))}) with "
+                f"1 <= K <= {r}, but got {got}."
+            )
+        if not np.isfinite(latents).all():
+            raise ValueError("Expected finite initial latents, but they contain NaN or infinity.")
+        return latents
 
     def _backpropagate_chain(self, chain_inputs: list[np.ndarray], timesteps: list[np.ndarray], grad: np.ndarray):
         """d loss / d z from d loss / d x_0: each step x_{i-1} = a x_i + b eps(x_i) + s n passes the gradient
@@ -143,10 +183,16 @@ class Defender:
             grad = a * grad + b * self.unet_vjp.run(chain_inputs[i], timesteps[i], grad)
         return grad
 
-    def __call__(self, images: np.ndarray) -> DefenseResult:
+    def __call__(
+        self, images: np.ndarray, initial_latents: np.ndarray | None = None, iterations: int | None = None
+    ) -> DefenseResult:
+        """Defend and classify a batch; initial_latents and iterations as in reconstruct (a warm start)."""
         images = check_images(images, self.image_shape)
+        if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
+            raise ValueError(f"Expected iterations to be a positive integer, but got {iterations!r}.")
         start = time.perf_counter()
-        reconstructions, errors = self.reconstruct(images)
+        reconstruction = self.reconstruct(images, initial_latents, iterations)
+        reconstructions, errors = reconstruction.images, reconstruction.errors
         defended = time.perf_counter()
         probabilities = softmax(self.classifier.run(reconstructions).astype(np.float64))
         done = time.perf_counter()
@@ -161,6 +207,7 @@ class Defender:
             threshold=self.threshold,
             timings={"defence": defended - start, "classify": done - defended, "total": done - start},
             step_ops=self.step_ops_name,
+            latents=reconstruction.latents,
         )
 
 
