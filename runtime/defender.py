@@ -16,6 +16,7 @@ from diffdefense.draws import draw
 from diffdefense.respace import reverse_chain
 from diffdefense.runtime.backends import make_runner
 from diffdefense.runtime.bundle import load_bundle
+from diffdefense.runtime.device_loop import DeviceLoop, choose_kernels
 from diffdefense.runtime.fused import load_step_ops
 from diffdefense.runtime.validation import check_images
 from diffdefense.schedule import NoiseSchedule
@@ -37,7 +38,8 @@ class DefenseResult:
     attack_flag: np.ndarray
     threshold: float | None
     timings: dict[str, float]
-    step_ops: str = "numpy"  # which implementation ran the elementwise steps: 'cpp_ext' or 'numpy'
+    step_ops: str = "numpy"  # which implementation ran the elementwise steps: 'cuda', 'cpp_ext' or 'numpy'
+    device_loop: bool = False  # True: the loop's buffers stayed on the GPU (IOBinding and cpp_ext's CUDA kernels)
     latents: np.ndarray | None = None  # (B, 1, 28, 28): each input's winning latent, to warm-start the next frame
 
 
@@ -65,6 +67,9 @@ class Defender:
     fp16: half-precision TensorRT engines ('tensorrt-engine' only).
     threshold: reconstruction error above which an input is flagged; None uses the bundle's, if it has one.
     step_ops: the elementwise steps' implementation, 'auto' (cpp_ext if installed), 'cpp_ext' or 'numpy'.
+    device_loop: keep the loop's buffers on the GPU (runtime/device_loop.py): None runs it wherever it can (provider
+        'cuda' or 'tensorrt', step_ops 'auto', cpp_ext's CUDA module, a visible GPU), True insists (BackendError
+        naming what is missing), False never. The attribute device_loop says whether it runs.
     """
 
     def __init__(
@@ -76,9 +81,10 @@ class Defender:
         threads: int | None = None,
         step_ops: str = "auto",
         fp16: bool = False,
+        device_loop: bool | None = None,
     ) -> None:
+        kernels = choose_kernels(provider, device_loop, step_ops)
         self.steps = load_step_ops(step_ops)
-        self.step_ops_name = self.steps.name
         self.bundle = load_bundle(bundle)
         manifest = self.bundle.manifest
         if settings is None:
@@ -110,6 +116,12 @@ class Defender:
         self.unet_vjp = (
             make_runner(self.bundle.path("unet_vjp"), provider, threads, fp16) if settings.gradient == "full" else None
         )
+        self.device_loop = DeviceLoop(self.unet, self.unet_vjp, kernels) if kernels else None
+
+    @property
+    def step_ops_name(self) -> str:
+        """Which implementation runs the elementwise steps: 'cuda' (the device loop), 'cpp_ext' or 'numpy'."""
+        return self.device_loop.name if self.device_loop is not None else self.steps.name
 
     def reconstruct(
         self, images: np.ndarray, initial_latents: np.ndarray | None = None, iterations: int | None = None
@@ -133,6 +145,21 @@ class Defender:
             latents = latents.copy()
             latents[:, : initial_latents.shape[1]] = self._check_latents(initial_latents, batch)
         z = np.array(latents, dtype=np.float32).reshape(n, *self.image_shape)  # a copy: Adam updates it in place
+        if self.device_loop is not None:
+            noise = draws.noise.reshape(len(draws.noise), s.num_steps, n, *self.image_shape)
+            image, loss, z = self.device_loop.run(
+                z, target, noise, self.chain.timesteps, self.coefficients, s, self.gain
+            )
+        else:
+            image, loss, z = self._host_loop(z, target, draws, s)
+        losses = loss.reshape(batch, s.num_candidates)
+        best = losses.argmin(axis=1)
+        pick = np.arange(batch) * s.num_candidates + best
+        return Reconstruction(image[pick].astype(np.float32), losses[np.arange(batch), best], z[pick].copy())
+
+    def _host_loop(self, z, target, draws, s: DefenseSettings):
+        """The L x T* loop with every array on the host: (images, losses, latents) of all candidates."""
+        n = z.shape[0]
         full = s.gradient == "full"
         m, v = np.zeros_like(z), np.zeros_like(z)
         rates = s.learning_rates()
@@ -152,10 +179,7 @@ class Defender:
                 grad = self._backpropagate_chain(chain_inputs, timesteps, grad)
             if update:
                 z = self.steps.adam_update(z, grad, m, v, run + 1, rates[run], beta1, beta2)
-        losses = loss.reshape(batch, s.num_candidates)
-        best = losses.argmin(axis=1)
-        pick = np.arange(batch) * s.num_candidates + best
-        return Reconstruction(image[pick].astype(np.float32), losses[np.arange(batch), best], z[pick].copy())
+        return image, loss, z
 
     def _check_latents(self, latents: np.ndarray, batch: int) -> np.ndarray:
         r = self.settings.num_candidates
@@ -207,6 +231,7 @@ class Defender:
             threshold=self.threshold,
             timings={"defence": defended - start, "classify": done - defended, "total": done - start},
             step_ops=self.step_ops_name,
+            device_loop=self.device_loop is not None,
             latents=reconstruction.latents,
         )
 
