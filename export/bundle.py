@@ -152,8 +152,16 @@ def export_bundle(
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """tmp becomes out_dir. A bundle already there is set aside first and put back if the last rename fails, so
+    the target holds the old bundle or the new one, never neither."""
     old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
     if out_dir.exists():
         os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if old.exists():
+            os.replace(old, out_dir)
+        raise
     shutil.rmtree(old, ignore_errors=True)

@@ -24,9 +24,15 @@ def available_providers() -> list[str]:
 
 
 class OnnxRunner:
-    """One ONNX graph in an onnxruntime session on the chosen provider (no silent fallback to the CPU)."""
+    """One ONNX graph in an onnxruntime session on the chosen provider (no silent fallback to the CPU).
 
-    def __init__(self, path: Path, provider: str = "cpu", threads: int | None = None) -> None:
+    data: the graph's bytes as load_bundle verified them (Bundle.graph(role)); the session is built from them, so
+    a file swapped on disk after the check is never run. Without it the session reads path.
+    """
+
+    def __init__(
+        self, path: Path, provider: str = "cpu", threads: int | None = None, data: bytes | None = None
+    ) -> None:
         try:
             import onnxruntime
         except ImportError as err:
@@ -42,26 +48,39 @@ class OnnxRunner:
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=[wanted])
+        self.name = Path(path).name
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path) if data is None else data, options, providers=[wanted]
+            )
+        except Exception as err:  # onnxruntime raises its own types (Fail, InvalidGraph, EPFail, ...)
+            raise BackendError(f"onnxruntime's {wanted} could not load {self.name}: {err}") from err
         if self.session.get_providers()[0] != wanted:  # onnxruntime may fall back quietly: refuse instead
             raise BackendError(
-                f"onnxruntime could not start {wanted} for {path.name}; it offered {self.session.get_providers()}."
+                f"onnxruntime could not start {wanted} for {self.name}; it offered {self.session.get_providers()}."
             )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.provider = wanted
 
     def run(self, *inputs: np.ndarray) -> np.ndarray:
-        return self.session.run(None, dict(zip(self.input_names, inputs, strict=True)))[0]
+        feed = dict(zip(self.input_names, inputs, strict=True))
+        try:
+            return self.session.run(None, feed)[0]
+        except Exception as err:  # a provider that fails mid-run (device lost, out of memory): say which and where
+            raise BackendError(f"onnxruntime's {self.provider} failed while running {self.name}: {err}") from err
 
 
-def make_runner(path: Path, provider: str = "cpu", threads: int | None = None, fp16: bool = False):
-    """An OnnxRunner, or for 'tensorrt-engine' a TensorRT engine built for this GPU (cached) and run natively."""
+def make_runner(
+    path: Path, provider: str = "cpu", threads: int | None = None, fp16: bool = False, data: bytes | None = None
+):
+    """An OnnxRunner (from data, the verified bytes, when given), or for 'tensorrt-engine' a TensorRT engine built
+    for this GPU (cached) and run natively."""
     if provider != "tensorrt-engine":
         if fp16:
             raise BackendError(
                 "fp16 applies to the 'tensorrt-engine' backend only; onnxruntime runs the float32 graphs."
             )
-        return OnnxRunner(path, provider, threads)
+        return OnnxRunner(path, provider, threads, data)
     from diffdefense.runtime.tensorrt_backend import TensorRTRunner
     from diffdefense.runtime.tensorrt_engines import EngineBuildError, cached_engine
 

@@ -5,12 +5,18 @@ An engine is valid only for the GPU model and the TensorRT version that built it
 graph's sha256, the GPU's name and compute capability, the TensorRT and polygraphy versions, the batch profile
 and the precision. fp16: TensorRT 10 (and Jetson, which stays on it) takes the builder flag; TensorRT 11 builds
 strongly typed networks, so there the ONNX graph itself is converted to fp16 (inputs and outputs kept float32).
+
+Beside each engine lies a record (engine file + '.json') of what it was built from and of its own sha256 and size.
+A cached engine is reused only when that record matches this machine and the engine's bytes; otherwise (an engine
+copied from another GPU or TensorRT version, a renamed file, a half-written or corrupted one, no record) it is
+rebuilt, and the reason is logged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 from dataclasses import asdict, dataclass
@@ -20,6 +26,7 @@ from diffdefense.shipped import sha256_of
 
 # Engines belong to the machine that built them, not to the bundle: they live in a per-user cache.
 DEFAULT_CACHE = Path(os.environ.get("DIFFDEFENSE_ENGINE_CACHE", Path.home() / ".cache" / "diffdefense" / "engines"))
+log = logging.getLogger(__name__)
 
 
 class EngineBuildError(RuntimeError):
@@ -53,7 +60,12 @@ def gpu_identity() -> dict[str, str]:
         raise EngineBuildError(
             f"TensorRT engines need an NVIDIA GPU, and nvidia-smi could not name one ({err})."
         ) from err
-    name, capability = (part.strip() for part in out.splitlines()[0].split(","))
+    first = out.splitlines()[0] if out.strip() else ""
+    name, _, capability = (part.strip() for part in first.rpartition(","))  # rpartition: a name may hold commas
+    if not name or not capability:
+        raise EngineBuildError(
+            f"Expected nvidia-smi to print a GPU's name and compute capability, but it printed {out!r}."
+        )
     return {"gpu": name, "compute_capability": capability}
 
 
@@ -65,11 +77,11 @@ def tensorrt_version() -> str:
     return tensorrt.__version__
 
 
-def engine_key(onnx_sha256: str, gpu: dict[str, str], trt_version: str, profile: BatchProfile, fp16: bool) -> str:
-    """What an engine depends on, hashed: change any of it and the cache misses."""
+def engine_parts(onnx_sha256: str, gpu: dict[str, str], trt_version: str, profile: BatchProfile, fp16: bool) -> dict:
+    """What an engine depends on (the record kept beside it)."""
     import polygraphy
 
-    parts = {
+    return {
         "onnx": onnx_sha256,
         **gpu,
         "tensorrt": trt_version,
@@ -77,7 +89,41 @@ def engine_key(onnx_sha256: str, gpu: dict[str, str], trt_version: str, profile:
         "profile": asdict(profile),
         "fp16": fp16,
     }
+
+
+def engine_key(onnx_sha256: str, gpu: dict[str, str], trt_version: str, profile: BatchProfile, fp16: bool) -> str:
+    """What an engine depends on, hashed: change any of it and the cache misses."""
+    return _key(engine_parts(onnx_sha256, gpu, trt_version, profile, fp16))
+
+
+def _key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def record_path(engine_path: Path) -> Path:
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def stale_reason(engine_path: Path, parts: dict) -> str | None:
+    """Why a cached engine must not be used for these parts, or None when it may."""
+    if not engine_path.is_file():
+        return "no engine is cached"
+    try:
+        record = json.loads(record_path(engine_path).read_text())
+    except (OSError, ValueError) as err:
+        return f"its record {record_path(engine_path).name} is missing or unreadable ({err})"
+    built = record.get("parts") if isinstance(record, dict) else None
+    if not isinstance(built, dict):
+        return f"its record {record_path(engine_path).name} does not say what it was built for"
+    if built != parts:
+        changed = sorted(k for k in {*built, *parts} if built.get(k) != parts.get(k))
+        return "it was built for " + ", ".join(f"{k}={built.get(k)!r} (here: {parts.get(k)!r})" for k in changed)
+    data = engine_path.read_bytes()
+    if len(data) != record.get("bytes") or hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        return (
+            f"its {len(data)} bytes are not the {record.get('bytes')} bytes that were built (half-written or changed)"
+        )
+    return None
 
 
 def _input_shapes(onnx_path: Path) -> dict[str, list]:
@@ -87,8 +133,8 @@ def _input_shapes(onnx_path: Path) -> dict[str, list]:
     return {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
 
 
-def build_engine(onnx_path: Path, engine_path: Path, profile: BatchProfile, fp16: bool) -> None:
-    """One engine with an optimisation profile over the batch dimension of every input."""
+def build_engine(onnx_path: Path, profile: BatchProfile, fp16: bool) -> bytes:
+    """One engine with an optimisation profile over the batch dimension of every input; returns its bytes."""
     from polygraphy.backend.onnx import BytesFromOnnx, ConvertToFp16, OnnxFromPath
     from polygraphy.backend.trt import (
         CreateConfig,
@@ -113,18 +159,31 @@ def build_engine(onnx_path: Path, engine_path: Path, profile: BatchProfile, fp16
         serialized = EngineBytesFromNetwork(network, config=config)()
     except Exception as err:  # polygraphy and TensorRT raise their own types
         raise EngineBuildError(f"TensorRT could not build an engine from {onnx_path.name}: {err}") from err
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = engine_path.with_suffix(".tmp")
-    tmp.write_bytes(serialized)
-    tmp.replace(engine_path)  # a half-written engine never looks whole
+    return bytes(serialized)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(path)  # a half-written file never looks whole
 
 
 def cached_engine(
     onnx_path: Path, cache_dir: Path | None = None, profile: BatchProfile = BatchProfile(), fp16: bool = False
 ) -> Path:
-    """The engine for this graph on this GPU and TensorRT, built on the first call and reused after."""
-    key = engine_key(sha256_of(onnx_path), gpu_identity(), tensorrt_version(), profile, fp16)
-    path = (cache_dir or DEFAULT_CACHE) / f"{onnx_path.stem}-{key}.engine"
-    if not path.is_file():
-        build_engine(onnx_path, path, profile, fp16)
+    """The engine for this graph on this GPU and TensorRT, built on the first call and reused after while its
+    record matches."""
+    parts = engine_parts(sha256_of(onnx_path), gpu_identity(), tensorrt_version(), profile, fp16)
+    path = (cache_dir or DEFAULT_CACHE) / f"{onnx_path.stem}-{_key(parts)}.engine"
+    reason = stale_reason(path, parts)
+    if reason is None:
+        return path
+    if path.exists():
+        log.warning("Rebuilding the TensorRT engine %s: %s.", path, reason)
+    data = build_engine(onnx_path, profile, fp16)
+    record_path(path).unlink(missing_ok=True)  # engine first, record last: a record always vouches for its engine
+    _write_atomically(path, data)
+    record = {"parts": parts, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    _write_atomically(record_path(path), json.dumps(record, indent=2).encode())
     return path
