@@ -1,0 +1,101 @@
+"""Options shared by the commands that take camera frames or image files: the defender and the preprocessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from diffdefense.cli.common import PRESET_NAMES, dataset_option
+
+
+def _roi(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        roi = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        roi = ()
+    if len(roi) != 4:
+        raise click.BadParameter(f"expected x,y,width,height as four integers, but got {value!r}")
+    return roi
+
+
+def _value_range(ctx, param, value):
+    if value in (None, "auto"):
+        return value
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected 'auto' or low,high, but got {value!r}") from None
+    return low, high
+
+
+def defender_options(command):
+    """--bundle, --dataset, --preset, --provider."""
+    for option in reversed(
+        [
+            click.option(
+                "--bundle",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=None,
+                help="Bundle folder [default: the shipped bundle of --dataset].",
+            ),
+            dataset_option,
+            click.option(
+                "--preset", type=click.Choice(sorted(PRESET_NAMES)), default=None, help="[default: the bundle's]"
+            ),
+            click.option(
+                "--provider",
+                type=click.Choice(["cpu", "cuda", "tensorrt", "tensorrt-engine"]),
+                default="cpu",
+                show_default=True,
+                help="onnxruntime's CPU, CUDA or TensorRT provider, or TensorRT itself.",
+            ),
+            click.option(
+                "--threshold",
+                type=click.FloatRange(min=0),
+                default=None,
+                help="Reconstruction error above which an input is flagged [the bundle's, calibrated on clean test "
+                "images; calibrate your camera with `diffdefense stream --calibrate`].",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def preprocessing_options(command):
+    """--roi, --invert, --value-range, --channel-order: how a frame becomes a 28 x 28 input."""
+    for option in reversed(
+        [
+            click.option(
+                "--roi", callback=_roi, default=None, help="Region of interest x,y,width,height [whole frame]."
+            ),
+            click.option(
+                "--invert/--no-invert", default=False, help="Dark-on-light input (ink on paper).", show_default=True
+            ),
+            click.option(
+                "--value-range",
+                callback=_value_range,
+                default=None,
+                help="'auto' (per-frame 1st-99th percentile) or low,high mapped to 0..1 [the dtype's range].",
+            ),
+            click.option("--channel-order", type=click.Choice(["bgr", "rgb"]), default="bgr", show_default=True),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def make_defender(bundle, dataset, preset, provider, threshold=None):
+    from diffdefense.runtime.defender import Defender
+    from diffdefense.shipped import bundle_dir
+
+    return Defender(bundle or bundle_dir(dataset), preset, provider=provider, threshold=threshold)
+
+
+def make_preprocessor(roi, invert, value_range, channel_order):
+    from diffdefense.runtime.frames import FramePreprocessor
+
+    return FramePreprocessor(roi=roi, invert=invert, value_range=value_range, channel_order=channel_order)

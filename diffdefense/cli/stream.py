@@ -1,0 +1,97 @@
+"""diffdefense stream: defend a video file, a camera or a GStreamer pipeline frame by frame."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from diffdefense.cli.common import main
+from diffdefense.cli.frame_options import defender_options, make_defender, make_preprocessor, preprocessing_options
+
+
+@main.command("stream")
+@click.argument("source")
+@defender_options
+@preprocessing_options
+@click.option("--warm-start/--cold-start", default=True, show_default=True, help="Start from the last frame's latent.")
+@click.option("--warm-iterations", type=click.IntRange(min=1), default=2, show_default=True, help="L on warm frames.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many frames.")
+@click.option("--queue-size", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--drop-oldest/--every-frame",
+    default=None,
+    help="Drop stale frames when the defence falls behind [cameras and pipelines drop, files do not].",
+)
+@click.option("--realtime", is_flag=True, help="Read a file at its frame rate, as a camera delivers frames.")
+@click.option(
+    "--read-timeout", type=float, default=5.0, show_default=True, help="Seconds before a stalled source fails."
+)
+@click.option("--out-video", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Annotated copy.")
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON with each frame's label and attacked flag (tools/make_video.py writes one): adds accuracy.",
+)
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="Treat every frame as clean and report the threshold that flags 5% of them (then pass it as --threshold).",
+)
+@click.option("--quiet", is_flag=True, help="No line per frame.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def stream_command(
+    source, bundle, dataset, preset, provider, threshold, roi, invert, value_range, channel_order, warm_start,
+    warm_iterations, max_frames, queue_size, drop_oldest, realtime, read_timeout, out_video, truth, calibrate, quiet,
+    as_json,
+) -> None:  # fmt: skip
+    """Defend SOURCE (a video file, a camera index such as 0, or a GStreamer pipeline ending in appsink) frame by
+    frame; print each frame's answer and a summary: frames per second, latency p50/p99 per stage, attack flags.
+
+    Exit codes: 0 done (the stream ended or --max-frames was reached), 1 bad input or a source that cannot be
+    opened or stalls, 2 bad usage."""
+    from diffdefense.runtime.annotate import AnnotatedVideoWriter
+    from diffdefense.runtime.stream import FrameReader, StreamError, defend_stream
+    from diffdefense.runtime.stream_summary import calibrated_threshold, format_summary, summarize
+    from diffdefense.runtime.warm_start import WarmStart
+
+    defender = make_defender(bundle, dataset, preset, provider, threshold)
+    preprocessor = make_preprocessor(roi, invert, value_range, channel_order)
+    warm = WarmStart(iterations=warm_iterations) if warm_start else None
+    truth_data = json.loads(truth.read_text()) if truth else None
+    results = []
+    try:
+        with FrameReader(source, queue_size, drop_oldest, read_timeout, realtime) as reader:
+            writer = AnnotatedVideoWriter(out_video, reader.fps or 30.0, roi) if out_video else None
+            start = time.perf_counter()
+            for result in defend_stream(defender, reader, preprocessor, warm, max_frames):
+                results.append(result)
+                if writer:
+                    writer.write(result)
+                if not quiet and not as_json:
+                    click.echo(
+                        f"frame {result.index:>5}  {result.label_name}  p {result.probability:.2f}  error "
+                        f"{result.reconstruction_error:.4f}  {'FLAGGED' if result.attack_flag else 'ok':7}  "
+                        f"{1000 * result.timings['latency']:.0f} ms{'  warm' if result.warm else ''}"
+                    )
+            wall = time.perf_counter() - start
+            dropped = reader.dropped
+            if writer:
+                writer.close()
+    except StreamError as err:
+        raise click.ClickException(str(err)) from err
+    summary = summarize(results, wall, dropped, truth_data)
+    summary.update(
+        source=str(source),
+        provider=defender.unet.provider,
+        settings=defender.settings.to_dict(),
+        warm_start={"iterations": warm_iterations} if warm_start else None,
+        threshold=defender.threshold,
+        out_video=str(out_video) if out_video else None,
+    )
+    if calibrate and results:
+        summary["calibrated_threshold"] = calibrated_threshold([r.reconstruction_error for r in results])
+    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))

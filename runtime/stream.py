@@ -1,0 +1,166 @@
+"""Defending a video stream frame by frame: an OpenCV source (a file, a camera index, or a GStreamer pipeline) read
+on its own thread into a FrameQueue, each frame preprocessed, defended and classified, with per-stage timings.
+
+Never a hang: a source that cannot be opened raises StreamError at once; a source that stops giving frames ends
+the stream cleanly (a file's end, a camera unplugged); a source that stalls raises StreamError after read_timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from diffdefense.runtime.frame_queue import FrameQueue, QueueClosed
+from diffdefense.runtime.frames import FramePreprocessor, defend_frames, import_cv2
+from diffdefense.runtime.warm_start import WarmStart
+
+
+class StreamError(RuntimeError):
+    """A video source that cannot be opened, fails, or stalls."""
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One frame's answer. timings in seconds: 'wait' (for the frame), 'preprocess', 'defence', 'classify', and
+    'latency' from the frame's capture to its answer (queueing included). warm: started from the previous frame."""
+
+    index: int
+    frame: np.ndarray
+    label: int
+    label_name: str
+    probability: float
+    attack_flag: bool
+    reconstruction_error: float
+    reconstruction: np.ndarray
+    timings: dict[str, float]
+    warm: bool
+
+
+def open_capture(source: str | int):
+    """cv2.VideoCapture for a camera index (an int or a string of digits), a GStreamer pipeline (a string with '!'),
+    or a video file; StreamError if it does not open."""
+    cv2 = import_cv2()
+    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        capture, kind = cv2.VideoCapture(int(source)), "camera"
+    elif "!" in str(source):
+        capture, kind = cv2.VideoCapture(str(source), cv2.CAP_GSTREAMER), "GStreamer pipeline"
+    else:
+        if not Path(source).is_file():
+            raise StreamError(f"Expected a video file, a camera index or a GStreamer pipeline, but {source} is none.")
+        capture, kind = cv2.VideoCapture(str(source)), "video file"
+    if not capture.isOpened():
+        capture.release()
+        raise StreamError(f"OpenCV could not open the {kind} {source!r}.")
+    return capture, kind
+
+
+class FrameReader:
+    """Reads frames on a daemon thread into a FrameQueue; iterate for (index, frame, capture time).
+
+    drop_oldest: None picks by source: drop for cameras and pipelines (stay current), wait for files (every frame),
+        and drop for paced files.
+    pace: deliver a file's frames at its frame rate, as a camera would (files are otherwise read as fast as taken).
+    """
+
+    def __init__(
+        self,
+        source: str | int,
+        queue_size: int = 2,
+        drop_oldest: bool | None = None,
+        read_timeout: float = 5.0,
+        pace: bool = False,
+    ) -> None:
+        self.source = source
+        self.capture, self.kind = open_capture(source)
+        self.fps = float(self.capture.get(import_cv2().CAP_PROP_FPS)) or None
+        self.pace = pace and self.kind == "video file" and self.fps is not None
+        live = self.kind != "video file" or self.pace
+        self.queue = FrameQueue(queue_size, live if drop_oldest is None else drop_oldest)
+        self.read_timeout = read_timeout
+        self.frames_read = 0
+        self.thread = threading.Thread(target=self._read, name="diffdefense-frame-reader", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        error = None
+        started = time.perf_counter()
+        try:
+            while not self.queue.closed:
+                if self.pace:  # frame k is due k / fps after the first
+                    time.sleep(max(0.0, started + self.frames_read / self.fps - time.perf_counter()))
+                ok, frame = self.capture.read()
+                if not ok:  # end of file, or a camera that went away: the end of the stream
+                    break
+                if not self.queue.put((self.frames_read, frame, time.perf_counter())):
+                    break
+                self.frames_read += 1
+        except Exception as err:  # handed to the consumer, which raises it as a StreamError
+            error = err
+        finally:
+            self.queue.close(error)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray, float]]:
+        while True:
+            try:
+                yield self.queue.get(self.read_timeout)
+            except QueueClosed:
+                return
+            except TimeoutError as err:
+                raise StreamError(f"The {self.kind} {self.source!r} stalled: {err}.") from err
+            except Exception as err:
+                raise StreamError(f"Reading the {self.kind} {self.source!r} failed: {err}") from err
+
+    @property
+    def dropped(self) -> int:
+        return self.queue.dropped
+
+    def close(self) -> None:
+        self.queue.close()
+        self.thread.join(timeout=self.read_timeout)
+        if not self.thread.is_alive():  # releasing under a blocked read() could crash some OpenCV backends
+            self.capture.release()
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def defend_stream(
+    defender,
+    reader: FrameReader,
+    preprocessor: FramePreprocessor | None = None,
+    warm_start: WarmStart | None = None,
+    max_frames: int | None = None,
+) -> Iterator[FrameResult]:
+    """Defend each frame the reader gives, one at a time (the lowest latency), in order."""
+    waited_since = time.perf_counter()
+    for count, (index, frame, captured) in enumerate(reader):
+        if max_frames is not None and count >= max_frames:
+            return
+        wait = time.perf_counter() - waited_since
+        arguments = warm_start.arguments() if warm_start else {}
+        result = defend_frames(defender, frame, preprocessor, **arguments)
+        if warm_start:
+            warm_start.update(result)
+        label = int(result.labels[0])
+        done = time.perf_counter()
+        yield FrameResult(
+            index=index,
+            frame=frame,
+            label=label,
+            label_name=result.label_names[label],
+            probability=float(result.probabilities[0, label]),
+            attack_flag=bool(result.attack_flag[0]),
+            reconstruction_error=float(result.reconstruction_error[0]),
+            reconstruction=result.reconstructions[0, 0],
+            timings={"wait": wait, **result.timings, "latency": done - captured},
+            warm=bool(arguments),
+        )
+        waited_since = time.perf_counter()

@@ -1,0 +1,98 @@
+"""What a stream run comes to: frames per second, latency percentiles per stage, and, with the video's ground
+truth, accuracy and attack flags on clean and on attacked frames."""
+
+from __future__ import annotations
+
+import numpy as np
+
+STAGES = ("wait", "preprocess", "defence", "classify", "total", "latency")
+CLEAN_FLAG_RATE = 0.05  # as the evaluation's detection threshold: 5% false positives on clean inputs
+
+
+def calibrated_threshold(clean_errors) -> float:
+    """The reconstruction error that flags CLEAN_FLAG_RATE of clean inputs (from this camera, these settings)."""
+    return float(np.quantile(np.asarray(clean_errors, dtype=np.float64), 1.0 - CLEAN_FLAG_RATE))
+
+
+def summarize(results: list, wall_seconds: float, dropped: int = 0, truth: dict | None = None) -> dict:
+    """results: FrameResults (or anything with their fields); truth: {'frames': [{'label', 'attacked'}, ...]}."""
+    if not results:
+        return {"frames": 0, "dropped": dropped, "wall_s": wall_seconds}
+    summary = {
+        "frames": len(results),
+        "dropped": dropped,
+        "wall_s": wall_seconds,
+        "fps": len(results) / wall_seconds if wall_seconds > 0 else None,
+        "warm_frames": sum(r.warm for r in results),
+        "flagged": sum(r.attack_flag for r in results),
+        "ms": {
+            stage: {
+                "p50": 1000 * float(np.percentile(values, 50)),
+                "p99": 1000 * float(np.percentile(values, 99)),
+                "mean": 1000 * float(np.mean(values)),
+            }
+            for stage in STAGES
+            if (values := [r.timings[stage] for r in results if stage in r.timings])
+        },
+    }
+    if truth is not None:
+        summary["truth"] = _against_truth(results, truth["frames"])
+    return summary
+
+
+def _against_truth(results: list, frames: list[dict]) -> dict:
+    if max(r.index for r in results) >= len(frames):
+        raise ValueError(f"Expected ground truth for every frame, but it covers {len(frames)} and more were read.")
+    out = {}
+    for kind, attacked in (("clean", False), ("attacked", True)):
+        chosen = [r for r in results if frames[r.index]["attacked"] == attacked]
+        if chosen:
+            out[kind] = {
+                "frames": len(chosen),
+                "accuracy": float(np.mean([r.label == frames[r.index]["label"] for r in chosen])),
+                "flag_rate": float(np.mean([r.attack_flag for r in chosen])),
+            }
+    auroc = _auroc(results, frames)
+    if auroc is not None:
+        out["error_auroc"] = auroc
+    return out
+
+
+def _auroc(results: list, frames: list[dict]) -> float | None:
+    """ROC AUC of the reconstruction error for attacked against clean frames (needs scikit-learn)."""
+    try:
+        from sklearn.metrics import roc_auc_score
+    except ImportError:
+        return None
+    attacked = [frames[r.index]["attacked"] for r in results]
+    if len(set(attacked)) < 2:
+        return None
+    return float(roc_auc_score(attacked, [r.reconstruction_error for r in results]))
+
+
+def format_summary(summary: dict) -> str:
+    """A few lines for people."""
+    if not summary["frames"]:
+        return "No frames were read."
+    ms = summary["ms"]
+    lines = [
+        f"{summary['frames']} frames in {summary['wall_s']:.1f} s: {summary['fps']:.1f} frames per second "
+        f"({summary['dropped']} dropped, {summary['warm_frames']} warm-started, {summary['flagged']} flagged)",
+        "ms per frame   "
+        + "  ".join(
+            f"{stage} p50 {v['p50']:.1f} p99 {v['p99']:.1f}"
+            for stage, v in ms.items()
+            if stage in ("preprocess", "defence", "latency")
+        ),
+    ]
+    truth = dict(summary.get("truth", {}))
+    if "error_auroc" in truth:
+        lines.append(f"reconstruction error AUROC, attacked vs clean frames: {truth.pop('error_auroc'):.3f}")
+    for kind, row in truth.items():
+        lines.append(
+            f"{kind:>8} frames: {row['frames']}, accuracy {100 * row['accuracy']:.1f}%, "
+            f"flagged {100 * row['flag_rate']:.1f}%"
+        )
+    if "calibrated_threshold" in summary:
+        lines.append(f"calibrated threshold (flags 5% of these frames): {summary['calibrated_threshold']:.5f}")
+    return "\n".join(lines)

@@ -1,0 +1,214 @@
+"""Streaming: the frame queue, the reader thread (real and fake sources), warm start, the annotated video, and
+the stream command. Every failure ends in an error or a clean end of stream, never a hang."""
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2", reason="OpenCV (the [video] extra) is not installed")
+
+from click.testing import CliRunner  # noqa: E402
+
+from diffdefense.cli import main  # noqa: E402
+from diffdefense.runtime import stream as stream_module  # noqa: E402
+from diffdefense.runtime.annotate import AnnotatedVideoWriter  # noqa: E402
+from diffdefense.runtime.defender import Defender  # noqa: E402
+from diffdefense.runtime.frame_queue import FrameQueue, QueueClosed  # noqa: E402
+from diffdefense.runtime.frames import FramePreprocessor  # noqa: E402
+from diffdefense.runtime.stream import FrameReader, StreamError, defend_stream  # noqa: E402
+from diffdefense.runtime.stream_summary import calibrated_threshold, summarize  # noqa: E402
+from diffdefense.runtime.warm_start import WarmStart  # noqa: E402
+from diffdefense.settings import PRESETS  # noqa: E402
+from diffdefense.shipped import SAMPLES_DIR, bundle_dir  # noqa: E402
+
+FAST = PRESETS["default"].with_(num_candidates=2, iterations=2)
+FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    """A lossless video of FRAMES frames, each a shipped sample digit (light on dark) at 2x in a 64 x 64 frame,
+    and the truth JSON beside it."""
+    samples = np.load(SAMPLES_DIR / "mnist.npz")
+    path = tmp_path_factory.mktemp("video") / "digits.mkv"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 10.0, (64, 64))
+    assert writer.isOpened()
+    for k in range(FRAMES):
+        frame = np.zeros((64, 64), np.uint8)
+        frame[4:60, 4:60] = np.kron((255 * samples["images"][k // 2, 0]).round().astype(np.uint8), np.ones((2, 2)))
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    frames = [{"label": int(samples["labels"][k // 2]), "attacked": bool(samples["attacked"][k // 2])} for k in range(6)]
+    path.with_suffix(".json").write_text(json.dumps({"frames": frames}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def defender():
+    return Defender(bundle_dir("mnist"), FAST)
+
+
+STEPS = FramePreprocessor(roi=(4, 4, 56, 56))
+
+
+def test_the_queue_drops_the_oldest_or_waits():
+    dropping = FrameQueue(2, drop_oldest=True)
+    for k in range(5):
+        assert dropping.put(k)
+    dropping.close()
+    assert [dropping.get(1.0), dropping.get(1.0)] == [3, 4] and dropping.dropped == 3
+    with pytest.raises(QueueClosed):
+        dropping.get(1.0)
+
+    waiting = FrameQueue(1, drop_oldest=False)
+    waiting.put("a")
+    threading.Timer(0.1, lambda: waiting.get(1.0)).start()
+    started = time.perf_counter()
+    assert waiting.put("b")  # blocks until the timer takes "a"
+    assert time.perf_counter() - started >= 0.05 and waiting.dropped == 0
+
+
+def test_an_empty_queue_times_out_and_a_producer_error_reaches_the_consumer():
+    queue = FrameQueue(1, drop_oldest=True)
+    with pytest.raises(TimeoutError):
+        queue.get(0.05)
+    queue.close(OSError("camera unplugged"))
+    with pytest.raises(OSError, match="unplugged"):
+        queue.get(1.0)
+
+
+def test_a_file_is_read_whole_and_in_order(video):
+    with FrameReader(str(video)) as reader:
+        items = list(reader)
+    assert [index for index, _, _ in items] == list(range(FRAMES))
+    assert items[0][1].shape == (64, 64, 3) and reader.dropped == 0 and reader.fps == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [("/no/such/video.mkv", "Expected a video file"), ("5", "could not open the camera"), (__file__, "could not open")],
+)
+def test_an_unreadable_source_is_refused_at_once(source, message):
+    with pytest.raises(StreamError, match=message):
+        FrameReader(source)
+
+
+class FakeCapture:
+    """A camera that gives `frames` frames, then either goes away (read fails) or, with stall, blocks."""
+
+    def __init__(self, frames: int, stall: bool = False, fail: bool = False) -> None:
+        self.left, self.stall, self.fail, self.released = frames, stall, fail, threading.Event()
+
+    def read(self):
+        if self.left == 0:
+            if self.fail:
+                raise RuntimeError("driver error")
+            if self.stall:
+                self.released.wait(10)
+            return False, None
+        self.left -= 1
+        return True, np.zeros((28, 28, 3), np.uint8)
+
+    def get(self, prop):
+        return 30.0
+
+    def release(self):
+        self.released.set()
+
+
+@pytest.mark.parametrize("stall, fail", [(False, False), (True, False), (False, True)])
+def test_a_camera_that_closes_stalls_or_fails_never_hangs(monkeypatch, stall, fail):
+    capture = FakeCapture(3, stall=stall, fail=fail)
+    monkeypatch.setattr(stream_module, "open_capture", lambda source: (capture, "camera"))
+    reader = FrameReader(0, drop_oldest=False, read_timeout=0.3)
+    seen = []
+    started = time.perf_counter()
+    if stall or fail:
+        with pytest.raises(StreamError, match="stalled" if stall else "driver error"):
+            for item in reader:
+                seen.append(item)
+    else:
+        seen = list(reader)  # a camera that goes away: the stream ends cleanly
+    capture.release()
+    reader.close()
+    assert len(seen) == 3 and time.perf_counter() - started < 5
+
+
+def test_a_live_source_drops_stale_frames_while_the_consumer_is_slow(monkeypatch):
+    capture = FakeCapture(50)
+    monkeypatch.setattr(stream_module, "open_capture", lambda source: (capture, "camera"))
+    with FrameReader(0, queue_size=1) as reader:
+        time.sleep(0.2)  # the consumer is busy; the reader runs on to the camera's end, keeping the newest frame
+        seen = [index for index, _, _ in reader]
+    assert seen[-1] == 49 and reader.dropped > 0 and len(seen) + reader.dropped == 50
+
+
+def test_defend_stream_gives_every_frame_with_stage_timings(video, defender):
+    with FrameReader(str(video)) as reader:
+        results = list(defend_stream(defender, reader, STEPS, max_frames=4))
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    for r in results:
+        assert {"wait", "preprocess", "defence", "classify", "latency"} <= set(r.timings)
+        assert r.label_name == str(r.label) and 0 <= r.probability <= 1 and not r.warm
+        assert r.reconstruction.shape == (28, 28)
+    summary = summarize(results, 1.0, truth=json.loads(video.with_suffix(".json").read_text()))
+    assert summary["frames"] == 4 and summary["ms"]["defence"]["p99"] >= summary["ms"]["defence"]["p50"]
+    assert summary["truth"]["clean"]["frames"] == 4
+
+
+def test_warm_start_carries_the_winner_and_falls_back_to_cold_after_a_scene_change(video, defender):
+    warm = WarmStart(iterations=1)
+    with FrameReader(str(video)) as reader:
+        results = list(defend_stream(defender, reader, STEPS, warm))
+    assert [r.warm for r in results] == [False] + [True] * (FRAMES - 1)
+    # a warm frame differs from a cold one: its first candidate started from the previous winner
+    cold = defender(STEPS(results[1].frame)[None])
+    warmed = defender(STEPS(results[1].frame)[None], iterations=1, initial_latents=warm.previous[:, None])
+    assert not np.array_equal(cold.reconstructions, warmed.reconstructions)
+    strict = WarmStart(max_error=0.0)
+    strict.update(cold)
+    assert strict.arguments() == {}
+    with pytest.raises(ValueError, match="initial latents shaped"):
+        defender(STEPS(results[1].frame)[None], initial_latents=np.zeros((1, 3, 1, 28, 28), np.float32))
+
+
+def test_the_annotated_video_has_every_frame(video, defender, tmp_path):
+    out = tmp_path / "annotated.mp4"
+    with FrameReader(str(video)) as reader, AnnotatedVideoWriter(out, 10.0, roi=(4, 4, 56, 56)) as writer:
+        for result in defend_stream(defender, reader, STEPS):
+            writer.write(result)
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
+    with pytest.raises(ValueError, match="ending in"):
+        AnnotatedVideoWriter(tmp_path / "out.gif", 10.0)
+
+
+def test_calibrated_threshold_flags_five_percent():
+    errors = np.linspace(0, 1, 101)
+    assert calibrated_threshold(errors) == pytest.approx(0.95)
+
+
+def test_the_stream_command_reports_json_and_truth(video, tmp_path):
+    out = tmp_path / "annotated.avi"
+    args = [str(video), "--roi", "4,4,56,56", "--truth", str(video.with_suffix(".json")), "--json"]
+    result = CliRunner().invoke(main, ["stream", *args, "--out-video", str(out), "--calibrate", "--max-frames", "3"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["frames"] == 3 and summary["warm_frames"] == 2 and "calibrated_threshold" in summary
+    assert summary["truth"]["clean"]["frames"] == 3 and out.is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["/no/such.mkv"], "Expected a video file"),
+        (["{video}", "--roi", "1,2,3"], "x,y,width,height"),
+        (["{video}", "--roi", "60,60,28,28"], "inside the frame"),
+    ],
+)
+def test_the_stream_command_fails_with_a_message_and_exit_code(video, args, message):
+    result = CliRunner().invoke(main, ["stream", *[a.format(video=video) for a in args]])
+    assert result.exit_code in (1, 2) and message in result.output
