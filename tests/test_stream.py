@@ -41,7 +41,9 @@ def video(tmp_path_factory):
         frame[4:60, 4:60] = np.kron((255 * samples["images"][k // 2, 0]).round().astype(np.uint8), np.ones((2, 2)))
         writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
     writer.release()
-    frames = [{"label": int(samples["labels"][k // 2]), "attacked": bool(samples["attacked"][k // 2])} for k in range(6)]
+    frames = [
+        {"label": int(samples["labels"][k // 2]), "attacked": bool(samples["attacked"][k // 2])} for k in range(6)
+    ]
     path.with_suffix(".json").write_text(json.dumps({"frames": frames}))
     return path
 
