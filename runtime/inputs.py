@@ -28,10 +28,46 @@ def to_unit_images(array: np.ndarray, source: str) -> np.ndarray:
     return array
 
 
-def read_image_file(path: str | Path) -> ImageFile:
+ARRAY_SUFFIXES = (".npy", ".npz")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+
+
+def expand_inputs(paths) -> list[Path]:
+    """Files as given, and each folder's readable files (sorted; not recursive)."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in (*ARRAY_SUFFIXES, *PICTURE_SUFFIXES))
+            if not found:
+                raise ValueError(
+                    f"Expected .npy, .npz or picture files in the folder {path}, but it holds none of them."
+                )
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def read_picture(path: Path, preprocessor) -> ImageFile:
+    """A picture file (PNG, JPEG, ...) through the frame preprocessing, as one image."""
+    from diffdefense.runtime.frames import import_cv2
+
+    cv2 = import_cv2()
+    frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if frame is None:
+        raise ValueError(f"OpenCV could not read {path} as a picture.")
+    return ImageFile(preprocessor(frame)[None])
+
+
+def read_image_file(path: str | Path, preprocessor=None) -> ImageFile:
+    """.npy / .npz arrays of model-sized images, or a picture file preprocessed as a camera frame."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Expected an image file at {path}, but there is none.")
+    if path.suffix.lower() in PICTURE_SUFFIXES:
+        from diffdefense.runtime.frames import FramePreprocessor
+
+        return read_picture(path, preprocessor or FramePreprocessor())
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as err:

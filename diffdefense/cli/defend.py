@@ -1,45 +1,43 @@
-"""diffdefense defend: the runtime on image files."""
+"""diffdefense defend: the runtime on image files and folders."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
-from diffdefense.cli.common import (
-    PRESET_NAMES,
-    dataset_option,
-    main,
-)
+from diffdefense.cli.common import main
+from diffdefense.cli.frame_options import defender_options, make_defender, make_preprocessor, preprocessing_options
+
+EXIT_ATTACK_FLAGGED = 3
 
 
 @main.command("defend")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--bundle",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Bundle folder [default: the shipped bundle of --dataset].",
-)
-@dataset_option
-@click.option("--preset", type=click.Choice(sorted(PRESET_NAMES)), default=None, help="[default: the bundle's].")
-@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@defender_options
+@preprocessing_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--fail-on-attack", is_flag=True, help=f"Exit with code {EXIT_ATTACK_FLAGGED} when any input is flagged.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def defend_command(inputs, bundle, dataset, preset, provider, batch_size, as_json) -> None:
-    """Defend and classify images from .npy / .npz files; print labels, attack flags and latency."""
-    import json
+def defend_command(
+    inputs, bundle, dataset, preset, provider, threshold, roi, invert, value_range, channel_order, batch_size,
+    fail_on_attack, as_json,
+) -> None:  # fmt: skip
+    """Defend and classify INPUTS: .npy / .npz arrays of 28 x 28 images (uint8 or floats in [0, 1]; an .npz holds
+    'images' and optionally 'labels' and 'attacked'), picture files (PNG, JPEG, ...: preprocessed like camera
+    frames with --roi, --invert, --value-range), or folders of them. Prints labels, attack flags and latency.
 
-    import numpy as np
+    Exit codes: 0 done, 1 bad input or model files, 2 bad usage, 3 with --fail-on-attack when an input is flagged."""
+    from diffdefense.runtime.inputs import expand_inputs, read_image_file
 
-    from diffdefense.runtime.defender import Defender
-    from diffdefense.runtime.inputs import read_image_file
-    from diffdefense.shipped import bundle_dir
-
-    defender = Defender(bundle or bundle_dir(dataset), preset)
+    defender = make_defender(bundle, dataset, preset, provider, threshold)
+    preprocessor = make_preprocessor(roi, invert, value_range, channel_order)
     rows, per_image = [], []
-    for path in inputs:
-        file = read_image_file(path)
+    for path in expand_inputs(inputs):
+        file = read_image_file(path, preprocessor)
         for start in range(0, len(file.images), batch_size):
             result = defender(file.images[start : start + batch_size])
             per_image += [result.timings["total"] / len(result.labels)] * len(result.labels)
@@ -66,7 +64,13 @@ def defend_command(inputs, bundle, dataset, preset, provider, batch_size, as_jso
     }
     if as_json:
         click.echo(json.dumps({"results": rows, "latency": latency}, indent=2, ensure_ascii=False))
-        return
+    else:
+        _print_rows(rows, latency, batch_size, defender)
+    if fail_on_attack and any(r["attack_flag"] for r in rows):
+        sys.exit(EXIT_ATTACK_FLAGGED)
+
+
+def _print_rows(rows: list[dict], latency: dict, batch_size: int, defender) -> None:
     for r in rows:
         truth = f"  true {r['true_label']}" if "true_label" in r else ""
         attacked = f"  {'attacked' if r['attacked'] else 'clean':>8}" if "attacked" in r else ""
