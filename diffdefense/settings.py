@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
@@ -52,24 +53,26 @@ class DefenseSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("num_candidates", "iterations", "num_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"Expected {name} to be a positive integer, but got {getattr(self, name)!r}.")
+        """Every field checked and normalised (ints to int, numbers to float, adam_betas to a tuple), so that a
+        settings object holds plain, JSON-ready values; anything else is a ValueError that says what came."""
+        for name, (least, most) in _INTEGERS.items():
+            object.__setattr__(self, name, _integer(name, getattr(self, name), least, most))
         if self.num_steps > self.start_step + 1:
             raise ValueError(
                 f"Expected num_steps <= start_step + 1 (distinct trained indices), but got num_steps="
                 f"{self.num_steps} with start_step={self.start_step}."
             )
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"Expected eta in [0, 1], but got {self.eta}.")
-        if self.lr <= 0 or (self.first_lr is not None and self.first_lr <= 0) or not 0 < self.lr_decay <= 1:
-            raise ValueError("Expected positive learning rates and a decay in (0, 1].")
-        if self.gradient not in ("straight-through", "full"):
-            raise ValueError(f"Expected gradient 'straight-through' or 'full', but got {self.gradient!r}.")
-        if self.output_map not in ("clip", "sigmoid"):
-            raise ValueError(f"Expected output_map 'clip' or 'sigmoid', but got {self.output_map!r}.")
-        if self.latent_init not in ("noise", "input"):
-            raise ValueError(f"Expected latent_init 'noise' or 'input', but got {self.latent_init!r}.")
+        for name, (what, ok) in _REALS.items():
+            value = getattr(self, name)
+            if not (name == "first_lr" and value is None):
+                object.__setattr__(self, name, _real(name, value, what, ok))
+        object.__setattr__(self, "adam_betas", _betas(self.adam_betas))
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                raise ValueError(f"Expected {name} {' or '.join(map(repr, choices))}, but got {_shown(value)}.")
+        if not isinstance(self.fresh_noise, bool):
+            raise ValueError(f"Expected fresh_noise to be True or False, but got {_shown(self.fresh_noise)}.")
 
     @property
     def num_updates(self) -> int:
@@ -93,14 +96,74 @@ class DefenseSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> DefenseSettings:
-        """From to_dict's output after a JSON round trip (lists back to tuples); unknown keys are refused."""
+        """From to_dict's output, also after a JSON round trip; unknown keys are refused."""
+        if not isinstance(values, dict):
+            raise ValueError(f"Expected defence settings as a dict, but got {_shown(values)}.")
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"Expected defence settings, but got unknown keys {sorted(unknown)}.")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+            raise ValueError(f"Expected defence settings, but got unknown keys {sorted(map(str, unknown))}.")
+        return cls(**values)  # __post_init__ turns adam_betas' JSON list back into a tuple
 
     def with_(self, **changes) -> DefenseSettings:
         return replace(self, **changes)
+
+
+# The range of each integer field; seeds stay within 64 bits so that settings always print and serialise.
+_INTEGERS = {
+    "num_candidates": (1, None),
+    "iterations": (1, None),
+    "num_steps": (1, None),
+    "start_step": (0, None),
+    "seed": (0, 2**64 - 1),
+}
+# Each real field: what it must be ("Expected eta in [0, 1] ..."), and the test of a finite value.
+_REALS = {
+    "eta": ("in [0, 1] (a finite number)", lambda x: 0.0 <= x <= 1.0),
+    "lr": ("to be a finite number above 0 (learning rates are positive)", lambda x: x > 0.0),
+    "first_lr": ("to be None or a finite number above 0 (learning rates are positive)", lambda x: x > 0.0),
+    "lr_decay": ("to be a finite number in (0, 1]", lambda x: 0.0 < x <= 1.0),
+}
+_CHOICES = {
+    "gradient": ("straight-through", "full"),
+    "output_map": ("clip", "sigmoid"),
+    "latent_init": ("noise", "input"),
+}
+
+
+def _integer(name: str, value: object, least: int, most: int | None) -> int:
+    # bool is an int in Python, but True candidates is a mistake, not 1
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not least <= value <= (most or value):
+        kind = "a positive integer" if least == 1 else "a non-negative integer"
+        bound = f" up to 2**{most.bit_length()} - 1" if most else ""
+        raise ValueError(f"Expected {name} to be {kind}{bound}, but got {_shown(value)}.")
+    return int(value)
+
+
+def _real(name: str, value: object, what: str, ok) -> float:
+    number = math.nan
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float's range
+            pass
+    if not (math.isfinite(number) and ok(number)):
+        raise ValueError(f"Expected {name} {what}, but got {_shown(value)}.")
+    return number
+
+
+def _betas(value: object) -> tuple[float, float]:
+    what = "to be two finite numbers in [0, 1)"
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise ValueError(f"Expected adam_betas {what}, but got {_shown(value)}.")
+    return tuple(_real("adam_betas", b, what, lambda x: 0.0 <= x < 1.0) for b in value)
+
+
+def _shown(value: object) -> str:
+    """A short repr; huge integers by size (their repr may exceed Python's digit limit and raise)."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 # The official code's defaults and choices (docs/official_code_notes.md), on the respaced trained schedule: U-Net

@@ -73,8 +73,8 @@ class OnnxRunner:
 def make_runner(
     path: Path, provider: str = "cpu", threads: int | None = None, fp16: bool = False, data: bytes | None = None
 ):
-    """An OnnxRunner (from data, the verified bytes, when given), or for 'tensorrt-engine' a TensorRT engine built
-    for this GPU (cached) and run natively."""
+    """An OnnxRunner, or for 'tensorrt-engine' a TensorRT engine built for this GPU (cached) and run natively; both
+    from data, the verified bytes, when given (path then only names the graph), else from the file at path."""
     if provider != "tensorrt-engine":
         if fp16:
             raise BackendError(
@@ -85,7 +85,7 @@ def make_runner(
     from diffdefense.runtime.tensorrt_engines import EngineBuildError, cached_engine
 
     try:
-        engine = cached_engine(Path(path), fp16=fp16)
+        engine = cached_engine(Path(path), fp16=fp16, data=data)
     except EngineBuildError as err:
         raise BackendError(str(err)) from err
     return TensorRTRunner(engine)

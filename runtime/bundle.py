@@ -6,8 +6,9 @@ A bundle is untrusted input. load_bundle refuses it with a BundleError that name
    parsed), not UTF-8 JSON, nested too deep, or has a repeated key;
 2. its format version is not FORMAT_VERSION (older, newer, or not an integer);
 3. a field has the wrong type or value: files, roles, labels, image (shape, dtype float32, range [0, 1]),
-   model_range [-1, 1], schedule betas in (0, 1), default settings (every field's type, and a start step inside
-   the schedule), detection (a finite threshold and valid settings);
+   model_range [-1, 1], schedule betas in (0, 1), default settings (every field as DefenseSettings checks it,
+   at most SETTINGS_LIMITS candidates and iterations, a start step inside the schedule), detection (a finite
+   threshold and valid settings);
 4. a role the runtime needs (unet, classifier) is missing, a role is unknown, or names an unlisted file;
 5. a listed name is not a plain file name inside the bundle folder (absolute, '..', a subfolder), or the file is
    missing, a symbolic link, or not a regular file;
@@ -17,7 +18,7 @@ A bundle is untrusted input. load_bundle refuses it with a BundleError that name
 8. a graph with tensors in external files (onnxruntime would read them, unverified), a graph that onnxruntime
    cannot load from the verified bytes (a truncated or corrupt protobuf), or one whose inputs and outputs (names,
    element types, shapes against the manifest's image shape and labels) are not what its role needs; read from
-   the protobuf and the session's metadata, nothing is run.
+   the protobuf and the session's metadata (runtime/graph_checks.py), nothing is run.
 
 The checksums catch damage and partial edits, not a consistent forgery: whoever can rewrite the manifest can
 rewrite its checksums. Nothing is ever unpickled: the manifest is JSON and the graphs are ONNX protobufs.
@@ -30,9 +31,10 @@ import json
 import math
 import os
 import stat
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from diffdefense.runtime.graph_checks import external_tensors, signature_mismatch
 from diffdefense.settings import DefenseSettings
 
 MANIFEST_NAME = "manifest.json"
@@ -195,32 +197,19 @@ def _check_fields(m: dict, manifest_path: Path) -> None:
 
 
 def _settings(values: object, what: str, manifest_path: Path) -> DefenseSettings:
-    """DefenseSettings from the manifest, with every field's type checked first (the dataclass checks ranges)."""
+    """DefenseSettings from the manifest: the dataclass checks every field; the limits are the bundle's own."""
     if not isinstance(values, dict):
         raise BundleError(f"{manifest_path}: expected {what} as an object, but got {_short(values)}.")
-    for f in fields(DefenseSettings):
-        value, default = values.get(f.name, f.default), f.default
-        if f.name == "adam_betas":
-            ok = isinstance(value, list | tuple) and len(value) == 2 and all(_number(b) and 0 <= b < 1 for b in value)
-            expected = "two numbers in [0, 1)"
-        elif f.name == "first_lr":
-            ok, expected = value is None or _number(value), "null or a finite number"
-        elif isinstance(default, bool | str):
-            ok, expected = type(value) is type(default), "true or false" if isinstance(default, bool) else "a string"
-        elif isinstance(default, int):
-            limit = SETTINGS_LIMITS.get(f.name)
-            ok = type(value) is int and 0 <= value <= (limit or value)
-            expected = f"an integer from 0 to {limit}" if limit else "a non-negative integer"
-        else:
-            ok, expected = _number(value), "a finite number"
-        if not ok:
-            raise BundleError(
-                f"{manifest_path}: expected {f.name} in {what} to be {expected}, but got {_short(value)}."
-            )
     try:
-        return DefenseSettings.from_dict(values)
-    except (ValueError, TypeError) as err:
-        raise BundleError(f"{manifest_path}: {what} are not valid ({err})") from err
+        settings = DefenseSettings.from_dict(values)
+    except ValueError as err:
+        raise BundleError(f"{manifest_path}: {what} are refused. {err}") from err
+    for name, limit in SETTINGS_LIMITS.items():
+        if getattr(settings, name) > limit:
+            raise BundleError(
+                f"{manifest_path}: expected {name} in {what} to be at most {limit}, but got {getattr(settings, name)}."
+            )
+    return settings
 
 
 def _plain_name(name: object) -> bool:
@@ -287,18 +276,8 @@ def _read_regular_file(path: Path, limit: int, what: str) -> tuple[int, bytes | 
         return info.st_size, handle.read(limit + 1)
 
 
-# 8. The graphs: loadable by onnxruntime from the verified bytes, with the inputs and outputs their role needs.
-
-
-def _signature(role: str, image_shape: list[int], num_labels: int) -> tuple[list, list]:
-    """(inputs, outputs) as (name, element type, shape) with 'batch' for the dynamic first dimension."""
-    image = ("tensor(float)", ["batch", *image_shape])
-    x, t, v = ("x", *image), ("t", "tensor(int64)", ["batch"]), ("v", *image)
-    return {
-        "unet": ([x, t], [("eps", *image)]),
-        "unet_vjp": ([x, t, v], [("grad", *image)]),
-        "classifier": ([("images", *image)], [("logits", "tensor(float)", ["batch", num_labels])]),
-    }[role]
+# 8. The graphs: loadable by onnxruntime from the verified bytes, with the inputs and outputs their role needs
+# (runtime/graph_checks.py reads both).
 
 
 def _check_graph(name: str, data: bytes, role: str, manifest: dict) -> None:
@@ -309,7 +288,7 @@ def _check_graph(name: str, data: bytes, role: str, manifest: dict) -> None:
             f"Checking {name} needs onnxruntime, which is not installed: pip install 'diffdefense[cpu]'."
         ) from err
     try:
-        external = _external_tensors(data)
+        external = external_tensors(data)
     except ValueError as err:
         raise BundleError(f"The bundle file {name} is not a well-formed ONNX protobuf ({err}).") from err
     if external:  # onnxruntime would read them unverified: beside the graph, or in the working directory for bytes
@@ -324,89 +303,8 @@ def _check_graph(name: str, data: bytes, role: str, manifest: dict) -> None:
         session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own types (Fail, InvalidProtobuf, InvalidGraph, ...)
         raise BundleError(f"The bundle file {name} is not a graph onnxruntime can load: {str(err)[:300]}") from err
-    expected = _signature(role, manifest["image"]["shape"], len(manifest["labels"]))
-    found = tuple(
-        [
-            (a.name, a.type, ["batch" if i == 0 and not isinstance(d, int) else d for i, d in enumerate(a.shape)])
-            for a in args
-        ]
-        for args in (session.get_inputs(), session.get_outputs())
-    )
-    if found != expected:
+    mismatch = signature_mismatch(session, role, manifest["image"]["shape"], len(manifest["labels"]))
+    if mismatch:
         raise BundleError(
-            f"The bundle file {name} does not have the inputs and outputs of the {role!r} role: expected "
-            f"{_describe(expected)}, but it has {_describe(found)}."
+            f"The bundle file {name} does not have the inputs and outputs of the {role!r} role: {mismatch}."
         )
-
-
-def _describe(signature: tuple[list, list]) -> str:
-    inputs, outputs = (
-        ", ".join(
-            f"{n} ({', '.join(map(str, shape))}) {kind.removeprefix('tensor(').rstrip(')')}" for n, kind, shape in args
-        )
-        for args in signature
-    )
-    return f"inputs {inputs} -> outputs {outputs}"
-
-
-# Where onnx.proto lets a TensorProto appear, by message and field number; a tensor's field 13 (external_data) or
-# 14 (data_location = 1, EXTERNAL) sends the reader to another file.
-_CHILDREN = {
-    "model": {7: "graph", 20: "training", 25: "function"},
-    "training": {1: "graph", 2: "graph"},
-    "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "function": {7: "node"},
-    "node": {5: "attribute"},
-    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
-    "sparse": {1: "tensor", 2: "tensor"},
-}
-
-
-def _external_tensors(data: bytes) -> int:
-    """How many tensors in an ONNX model (subgraphs and functions included) point at external data, read from the
-    protobuf wire format without onnx (which the lean runtime does not install). ValueError if it is malformed."""
-    count, stack = 0, [("model", memoryview(data))]
-    while stack:
-        kind, message = stack.pop()
-        if kind == "tensor":
-            count += any(number == 13 or (number == 14 and value == 1) for number, value in _wire_fields(message))
-            continue
-        for number, value in _wire_fields(message):
-            if number in _CHILDREN[kind]:
-                if not isinstance(value, memoryview):
-                    raise ValueError(f"field {number} of a {kind} is not a message")
-                stack.append((_CHILDREN[kind][number], value))
-    return count
-
-
-def _wire_fields(message: memoryview):
-    """(field number, int or memoryview) for each field of one protobuf message."""
-    position = 0
-    while position < len(message):
-        key, position = _varint(message, position)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, position = _varint(message, position)
-        elif wire_type in (1, 5):
-            value, position = None, position + (8 if wire_type == 1 else 4)
-        elif wire_type == 2:
-            length, position = _varint(message, position)
-            value, position = message[position : position + length], position + length
-        else:
-            raise ValueError(f"wire type {wire_type} at byte {position}")
-        if position > len(message):
-            raise ValueError("a field runs past the end of its message")
-        yield number, value
-
-
-def _varint(message: memoryview, position: int) -> tuple[int, int]:
-    result = 0
-    for shift in range(0, 70, 7):
-        if position >= len(message):
-            raise ValueError("a number runs past the end of its message")
-        byte = message[position]
-        result |= (byte & 0x7F) << shift
-        position += 1
-        if byte < 0x80:
-            return result, position
-    raise ValueError("a number longer than 10 bytes")

@@ -111,12 +111,15 @@ class Defender:
         self.image_shape = tuple(manifest["image"]["shape"])
         self.label_names = list(manifest["labels"])
         self.threshold = threshold if threshold is not None else _bundle_threshold(manifest, settings)
-        self.unet = make_runner(self.bundle.path("unet"), provider, threads, fp16)
-        self.classifier = make_runner(self.bundle.path("classifier"), provider, threads, fp16)
-        self.unet_vjp = (
-            make_runner(self.bundle.path("unet_vjp"), provider, threads, fp16) if settings.gradient == "full" else None
-        )
+        self.unet = self._runner("unet", provider, threads, fp16)
+        self.classifier = self._runner("classifier", provider, threads, fp16)
+        self.unet_vjp = self._runner("unet_vjp", provider, threads, fp16) if settings.gradient == "full" else None
         self.device_loop = DeviceLoop(self.unet, self.unet_vjp, kernels) if kernels else None
+
+    def _runner(self, role: str, provider: str, threads: int | None, fp16: bool):
+        """A role's graph from the bytes load_bundle verified, never re-read from disk (the file could have been
+        swapped since); the path only names it in messages."""
+        return make_runner(self.bundle.path(role), provider, threads, fp16, data=self.bundle.graph(role))
 
     @property
     def step_ops_name(self) -> str:

@@ -118,7 +118,10 @@ class DeviceLoop:
         try:
             runner.session.run_with_iobinding(binding, self.run_options)
         except Exception as err:  # onnxruntime raises its own types
-            raise BackendError(f"onnxruntime's {runner.provider} failed on the device loop's buffers: {err}") from err
+            raise BackendError(
+                f"onnxruntime's {runner.provider} failed while running {runner.name} on the device loop's buffers: "
+                f"{err}"
+            ) from err
 
     def _download(self, value, shape: tuple[int, ...]) -> np.ndarray:
         host = np.empty(shape, np.float32)

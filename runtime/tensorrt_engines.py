@@ -22,8 +22,6 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from diffdefense.shipped import sha256_of
-
 # Engines belong to the machine that built them, not to the bundle: they live in a per-user cache.
 DEFAULT_CACHE = Path(os.environ.get("DIFFDEFENSE_ENGINE_CACHE", Path.home() / ".cache" / "diffdefense" / "engines"))
 log = logging.getLogger(__name__)
@@ -126,39 +124,34 @@ def stale_reason(engine_path: Path, parts: dict) -> str | None:
     return None
 
 
-def _input_shapes(onnx_path: Path) -> dict[str, list]:
+def _input_shapes(data: bytes) -> dict[str, list]:
     import onnx
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    graph = onnx.load_model_from_string(data).graph
     return {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
 
 
-def build_engine(onnx_path: Path, profile: BatchProfile, fp16: bool) -> bytes:
-    """One engine with an optimisation profile over the batch dimension of every input; returns its bytes."""
-    from polygraphy.backend.onnx import BytesFromOnnx, ConvertToFp16, OnnxFromPath
-    from polygraphy.backend.trt import (
-        CreateConfig,
-        EngineBytesFromNetwork,
-        NetworkFromOnnxBytes,
-        NetworkFromOnnxPath,
-        Profile,
-    )
+def build_engine(data: bytes, profile: BatchProfile, fp16: bool, name: str = "the graph") -> bytes:
+    """One engine from an ONNX graph's bytes, with an optimisation profile over the batch dimension of every input;
+    returns the engine's bytes. name only names the graph in errors."""
+    from polygraphy.backend.onnx import BytesFromOnnx, ConvertToFp16, OnnxFromBytes
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxBytes, Profile
 
     strongly_typed = int(tensorrt_version().split(".")[0]) >= 11
     trt_profile = Profile()
-    for name, dims in _input_shapes(onnx_path).items():
+    for input_name, dims in _input_shapes(data).items():
         rest = [int(d) for d in dims[1:]]
-        trt_profile.add(name, min=[profile.min, *rest], opt=[profile.opt, *rest], max=[profile.max, *rest])
+        trt_profile.add(input_name, min=[profile.min, *rest], opt=[profile.opt, *rest], max=[profile.max, *rest])
     if fp16 and strongly_typed:  # precision lives in the graph: convert it, keep float32 at the edges
-        network = NetworkFromOnnxBytes(BytesFromOnnx(ConvertToFp16(OnnxFromPath(str(onnx_path)))), strongly_typed=True)
+        network = NetworkFromOnnxBytes(BytesFromOnnx(ConvertToFp16(OnnxFromBytes(data))), strongly_typed=True)
         config = CreateConfig(profiles=[trt_profile])
     else:
-        network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=strongly_typed)
+        network = NetworkFromOnnxBytes(data, strongly_typed=strongly_typed)
         config = CreateConfig(fp16=fp16, profiles=[trt_profile])
     try:
         serialized = EngineBytesFromNetwork(network, config=config)()
     except Exception as err:  # polygraphy and TensorRT raise their own types
-        raise EngineBuildError(f"TensorRT could not build an engine from {onnx_path.name}: {err}") from err
+        raise EngineBuildError(f"TensorRT could not build an engine from {name}: {err}") from err
     return bytes(serialized)
 
 
@@ -170,20 +163,28 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def cached_engine(
-    onnx_path: Path, cache_dir: Path | None = None, profile: BatchProfile = BatchProfile(), fp16: bool = False
+    onnx_path: Path,
+    cache_dir: Path | None = None,
+    profile: BatchProfile = BatchProfile(),
+    fp16: bool = False,
+    data: bytes | None = None,
 ) -> Path:
     """The engine for this graph on this GPU and TensorRT, built on the first call and reused after while its
-    record matches."""
-    parts = engine_parts(sha256_of(onnx_path), gpu_identity(), tensorrt_version(), profile, fp16)
+    record matches. data: the graph's bytes as load_bundle verified them (onnx_path then only names the engine);
+    without it the file is read once, so the sha256 in the key is that of the bytes the engine is built from."""
+    if data is None:
+        data = Path(onnx_path).read_bytes()
+    onnx_path = Path(onnx_path)
+    parts = engine_parts(hashlib.sha256(data).hexdigest(), gpu_identity(), tensorrt_version(), profile, fp16)
     path = (cache_dir or DEFAULT_CACHE) / f"{onnx_path.stem}-{_key(parts)}.engine"
     reason = stale_reason(path, parts)
     if reason is None:
         return path
     if path.exists():
         log.warning("Rebuilding the TensorRT engine %s: %s.", path, reason)
-    data = build_engine(onnx_path, profile, fp16)
+    engine = build_engine(data, profile, fp16, onnx_path.name)
     record_path(path).unlink(missing_ok=True)  # engine first, record last: a record always vouches for its engine
-    _write_atomically(path, data)
-    record = {"parts": parts, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    _write_atomically(path, engine)
+    record = {"parts": parts, "bytes": len(engine), "sha256": hashlib.sha256(engine).hexdigest()}
     _write_atomically(record_path(path), json.dumps(record, indent=2).encode())
     return path

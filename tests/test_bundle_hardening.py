@@ -17,8 +17,13 @@ import onnxruntime
 import pytest
 
 import diffdefense.runtime.bundle as bundle_module
+import diffdefense.runtime.defender as defender_module
+import diffdefense.runtime.graph_checks as graph_checks
+from diffdefense.runtime.backends import OnnxRunner
 from diffdefense.runtime.bundle import MAX_MANIFEST_BYTES, BundleError, load_bundle
-from diffdefense.shipped import BUNDLES_DIR
+from diffdefense.runtime.defender import Defender
+from diffdefense.settings import DefenseSettings
+from diffdefense.shipped import BUNDLES_DIR, SAMPLES_DIR
 
 SHIPPED = BUNDLES_DIR / "mnist"
 # A pickle (of a reference to os.system), as an attacker would plant one; nothing on the load path unpickles it.
@@ -206,25 +211,29 @@ CORRUPTIONS = [
         "candidates a string",
         settings_edit(num_candidates="12"),
         MANIFEST,
-        "num_candidates in the default settings to be an integer from 0 to 1024, but got '12'",
+        "the default settings are refused. Expected num_candidates to be a positive integer, but got '12'",
     ),
+    ("candidates true", settings_edit(num_candidates=True), MANIFEST, "num_candidates .* integer, but got True"),
     (
         "a million candidates",
         settings_edit(num_candidates=10**6),
         MANIFEST,
-        "num_candidates .* from 0 to 1024, but got 1000000",
+        "expected num_candidates in the default settings to be at most 1024, but got 1000000",
     ),
+    ("a million iterations", settings_edit(iterations=10**6), MANIFEST, "iterations .* at most 10000, but got"),
     ("zero iterations", settings_edit(iterations=0), MANIFEST, "iterations to be a positive integer"),
-    ("lr a string", settings_edit(lr="fast"), MANIFEST, "lr .* to be a finite number, but got 'fast'"),
-    ("lr infinite", settings_edit(lr=float("inf")), MANIFEST, "lr .* to be a finite number, but got inf"),
+    ("lr a string", settings_edit(lr="fast"), MANIFEST, "lr to be a finite number above 0 .*, but got 'fast'"),
+    ("lr infinite", settings_edit(lr=float("inf")), MANIFEST, "lr to be a finite number above 0 .*, but got inf"),
+    ("eta a list", settings_edit(eta=[1.0]), MANIFEST, "eta in \\[0, 1\\] \\(a finite number\\), but got \\[1.0\\]"),
     (
         "one Adam beta",
         settings_edit(adam_betas=[0.5]),
         MANIFEST,
-        "adam_betas .* two numbers in \\[0, 1\\), but got \\[0.5\\]",
+        "adam_betas to be two finite numbers in \\[0, 1\\), but got \\[0.5\\]",
     ),
-    ("fresh_noise a string", settings_edit(fresh_noise="yes"), MANIFEST, "fresh_noise .* true or false, but got 'yes'"),
-    ("negative seed", settings_edit(seed=-1), MANIFEST, "seed .* a non-negative integer, but got -1"),
+    ("fresh_noise a string", settings_edit(fresh_noise="yes"), MANIFEST, "fresh_noise to be True or False, but got"),
+    ("negative seed", settings_edit(seed=-1), MANIFEST, "seed to be a non-negative integer .*, but got -1"),
+    ("seed of 300 digits", settings_edit(seed=10**300), MANIFEST, "seed .* but got an integer of 997 bits"),
     ("unknown gradient", settings_edit(gradient="magic"), MANIFEST, "Expected gradient 'straight-through' or 'full'"),
     ("unknown setting", settings_edit(speed=11), MANIFEST, "unknown keys \\['speed'\\]"),
     ("start step past the schedule", settings_edit(start_step=500), MANIFEST, "start step below the schedule's 100"),
@@ -233,6 +242,12 @@ CORRUPTIONS = [
     ("threshold a string", edit(lambda m: m["detection"].update(threshold="0.01")), MANIFEST, "detection threshold"),
     ("threshold negative", edit(lambda m: m["detection"].update(threshold=-1.0)), MANIFEST, "detection threshold"),
     ("detection settings gone", edit(lambda m: m["detection"].pop("settings")), MANIFEST, "detection settings as an"),
+    (
+        "detection seed a float",
+        edit(lambda m: m["detection"]["settings"].update(seed=0.5)),
+        MANIFEST,
+        "the detection settings are refused. Expected seed",
+    ),
 ]
 
 
@@ -331,6 +346,30 @@ def test_a_graph_that_points_at_external_data_is_refused(copy, monkeypatch, loca
         load_bundle(copy)
 
 
+def test_a_graph_swapped_on_disk_after_the_check_is_never_run(copy, monkeypatch):
+    """Between load_bundle's check and the sessions, unet.onnx is replaced by another valid U-Net (KMNIST's): the
+    Defender builds its sessions from the verified bytes, so it runs the MNIST U-Net all the same."""
+    settings = DefenseSettings(num_candidates=2, iterations=2, num_steps=2, start_step=14)
+    images = np.load(SAMPLES_DIR / "mnist.npz")["images"][:2]
+    expected = Defender(copy, settings)(images)
+    real_load = defender_module.load_bundle
+
+    def load_then_swap(root):
+        bundle = real_load(root)
+        shutil.copy(BUNDLES_DIR / "kmnist" / UNET, copy / UNET)
+        return bundle
+
+    monkeypatch.setattr(defender_module, "load_bundle", load_then_swap)
+    defender = Defender(copy, settings)
+    assert (copy / UNET).read_bytes() != defender.bundle.graph("unet")  # the swap happened
+    swapped = defender(images)
+    np.testing.assert_array_equal(swapped.reconstructions, expected.reconstructions)
+    np.testing.assert_array_equal(swapped.reconstruction_error, expected.reconstruction_error)
+    # The test can tell: a session read from the path runs the other U-Net and gives other noise estimates.
+    x, t = np.full((1, 1, 28, 28), 0.3, np.float32), np.array([7])
+    assert np.abs(OnnxRunner(copy / UNET).run(x, t) - defender.unet.run(x, t)).max() > 1e-3
+
+
 def test_checksums_are_not_signatures(copy):
     """The limit, recorded: a bit flipped in the weights, with the manifest rewritten to match, still loads.
     Whoever can rewrite the whole folder can forge a consistent bundle; guarding against that needs a signature
@@ -340,6 +379,7 @@ def test_checksums_are_not_signatures(copy):
 
 
 def test_the_load_path_never_unpickles():
-    source = Path(bundle_module.__file__).read_text()
-    for word in ("pickle", "np.load", "torch.load", "allow_pickle"):
-        assert word not in source.replace("Nothing is ever unpickled", "")
+    for module in (bundle_module, graph_checks):
+        source = Path(module.__file__).read_text()
+        for word in ("pickle", "np.load", "torch.load", "allow_pickle"):
+            assert word not in source.replace("Nothing is ever unpickled", ""), module.__name__

@@ -148,6 +148,31 @@ def test_the_loop_bookkeeping_matches_the_host_loop(samples, settings):
     np.testing.assert_array_equal(bound.labels, host.labels)
 
 
+class FailingBindings:
+    """An onnxruntime session whose IOBinding runs fail, as a lost device's do."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def io_binding(self):
+        return self.session.io_binding()
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+    def run_with_iobinding(self, binding, run_options=None):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 999: unknown error (device lost)")
+
+
+def test_a_failing_run_on_the_device_loops_buffers_names_the_graph_and_the_provider(samples):
+    defender = Defender(BUNDLE, SMALL.with_(gradient="full", num_steps=2), provider="cpu", step_ops="numpy")
+    defender.device_loop = DeviceLoop(defender.unet, defender.unet_vjp, HostPointerKernels(), device="cpu")
+    defender.unet_vjp.session = FailingBindings(defender.unet_vjp.session)
+    expected = r"CPUExecutionProvider failed while running unet_vjp\.onnx on the device loop's buffers: .*device lost"
+    with pytest.raises(BackendError, match=expected):
+        defender(samples[:1])
+
+
 def needs_device_loop(provider: str) -> None:
     if PROVIDERS[provider] not in available_providers():
         pytest.skip(f"onnxruntime has no {PROVIDERS[provider]} here (installed: {', '.join(available_providers())})")

@@ -2,6 +2,7 @@
 this machine and its bytes; one from another GPU or TensorRT version, a half-written one, or one without a record is
 rebuilt. TensorRT and nvidia-smi are replaced by stand-ins, so only the pure-Python cache logic runs."""
 
+import hashlib
 import json
 import logging
 import shutil
@@ -26,9 +27,10 @@ def machine(monkeypatch, tmp_path):
     monkeypatch.setattr(engines, "gpu_identity", lambda: dict(state["gpu"]))
     monkeypatch.setattr(engines, "tensorrt_version", lambda: state["tensorrt"])
 
-    def build(onnx_path, profile, fp16):
-        state["builds"].append(onnx_path.name)
-        return f"engine of {onnx_path.name} for {state['gpu']['gpu']}, TensorRT {state['tensorrt']}".encode()
+    def build(data, profile, fp16, name):
+        state["builds"].append(name)
+        state["built_from"] = data
+        return f"engine of {name} for {state['gpu']['gpu']}, TensorRT {state['tensorrt']}".encode()
 
     monkeypatch.setattr(engines, "build_engine", build)
     onnx_path = shutil.copy(BUNDLES_DIR / "mnist" / "unet.onnx", tmp_path / "unet.onnx")
@@ -88,6 +90,25 @@ def test_a_damaged_cache_entry_is_rebuilt(machine, caplog, damage, reason):
         assert cached_engine(onnx_path, cache) == engine
     assert len(state["builds"]) == 2 and reason in caplog.text
     assert engines.stale_reason(engine, json.loads(record_path(engine).read_text())["parts"]) is None
+
+
+def test_an_engine_is_built_from_the_verified_bytes_and_keyed_by_them(machine):
+    """Given the bytes load_bundle verified, the file on disk (swapped since) is never read: the engine is built
+    from those bytes and its record holds their sha256."""
+    state, onnx_path, cache = machine
+    verified = onnx_path.read_bytes()
+    onnx_path.write_bytes(b"swapped after the check")
+    engine = cached_engine(onnx_path, cache, data=verified)
+    assert state["built_from"] == verified and engine.name.startswith("unet-")
+    assert json.loads(record_path(engine).read_text())["parts"]["onnx"] == hashlib.sha256(verified).hexdigest()
+    assert cached_engine(onnx_path, cache) != engine  # by path, the swapped bytes: another key, another engine
+    assert state["built_from"] == b"swapped after the check"
+
+
+def test_the_profile_covers_each_input_read_from_the_bytes():
+    pytest.importorskip("onnx")
+    shapes = engines._input_shapes((BUNDLES_DIR / "mnist" / "unet.onnx").read_bytes())
+    assert shapes == {"x": ["batch", 1, 28, 28], "t": ["batch"]}
 
 
 @pytest.mark.parametrize("printed", ["", "\n", "NVIDIA H100 80GB HBM3\n", ", 9.0\n"])
