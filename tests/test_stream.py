@@ -196,7 +196,9 @@ def test_calibrated_threshold_flags_five_percent():
 def test_the_stream_command_reports_json_and_truth(video, tmp_path):
     out = tmp_path / "annotated.avi"
     args = [str(video), "--roi", "4,4,56,56", "--truth", str(video.with_suffix(".json")), "--json"]
-    result = CliRunner().invoke(main, ["stream", *args, "--out-video", str(out), "--calibrate", "--max-frames", "3"])
+    result = CliRunner().invoke(
+        main, ["stream", *args, "--out-video", str(out), "--calibrate", "--max-frames", "3", "--warm-start"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["frames"] == 3 and summary["warm_frames"] == 2 and "calibrated_threshold" in summary

@@ -16,7 +16,13 @@ from diffdefense.cli.frame_options import defender_options, make_defender, make_
 @click.argument("source")
 @defender_options
 @preprocessing_options
-@click.option("--warm-start/--cold-start", default=True, show_default=True, help="Start from the last frame's latent.")
+@click.option(
+    "--warm-start/--cold-start",
+    default=False,
+    show_default=True,
+    help="Start one candidate from the last frame's winning latent (docs/streaming.md: it saved nothing at equal "
+    "accuracy on the test video, so it is off by default).",
+)
 @click.option("--warm-iterations", type=click.IntRange(min=1), default=2, show_default=True, help="L on warm frames.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many frames.")
 @click.option("--queue-size", type=click.IntRange(min=1), default=2, show_default=True)
