@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from diffdefense.runtime.frames import import_cv2
+from diffdefense.runtime.stream import StreamError
 
 CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
 GREEN, RED, WHITE = (60, 180, 60), (40, 40, 230), (255, 255, 255)
@@ -15,23 +16,23 @@ INSET = 84  # the reconstruction, 3x
 
 
 class AnnotatedVideoWriter:
-    """write(result) for each FrameResult; opens the file on the first frame (its size comes from the frame)."""
+    """write(result) for each FrameResult; opens the file on the first frame (its size comes from the frame).
+
+    A frame of another size (a camera that changed resolution) is scaled to the video's: OpenCV would drop it
+    without a word. A file that cannot be written raises StreamError, as a source that cannot be read does.
+    """
 
     def __init__(self, path: str | Path, fps: float, roi: tuple[int, int, int, int] | None = None) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in CODECS:
             raise ValueError(f"Expected an output video ending in {', '.join(CODECS)}, but got {self.path.name}.")
-        self.fps, self.roi, self.writer = fps, roi, None
+        self.fps, self.roi, self.writer, self.size = fps, roi, None, None
 
     def write(self, result) -> None:
         cv2 = import_cv2()
         frame = _as_bgr(result.frame)
         if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*CODECS[self.path.suffix.lower()])
-            self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
-            if not self.writer.isOpened():
-                raise OSError(f"OpenCV could not open {self.path} for writing.")
+            self.writer = self._open(cv2, (frame.shape[1], frame.shape[0]))
         colour = RED if result.attack_flag else GREEN
         if self.roi is not None:
             x, y, w, h = self.roi
@@ -50,7 +51,23 @@ class AnnotatedVideoWriter:
             org = (6, 18 + 18 * i)
             cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
             cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, text_colour, 1, cv2.LINE_AA)
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(frame)
+
+    def _open(self, cv2, size: tuple[int, int]):
+        self.size = size
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StreamError(f"Could not make the folder for the annotated video {self.path}: {err}") from err
+        fourcc = cv2.VideoWriter_fourcc(*CODECS[self.path.suffix.lower()])
+        writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, size)
+        if not writer.isOpened():
+            raise StreamError(
+                f"OpenCV could not open {self.path} for writing {size[0]} x {size[1]} frames at {self.fps:g} fps."
+            )
+        return writer
 
     def close(self) -> None:
         if self.writer is not None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 from collections import deque
 
@@ -13,8 +15,8 @@ class QueueClosed(Exception):
 
 class FrameQueue:
     def __init__(self, capacity: int, drop_oldest: bool) -> None:
-        if capacity < 1:
-            raise ValueError(f"Expected a queue capacity of at least 1, but got {capacity}.")
+        if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity < 1:
+            raise ValueError(f"Expected a queue capacity that is an integer of at least 1, but got {capacity!r}.")
         self.items: deque = deque()
         self.capacity = capacity
         self.drop_oldest = drop_oldest
@@ -40,6 +42,7 @@ class FrameQueue:
     def get(self, timeout: float):
         """The oldest item; QueueClosed at the end; TimeoutError when nothing came within timeout seconds; the
         producer's exception, if it failed."""
+        check_timeout(timeout)
         with self.condition:
             if not self.condition.wait_for(lambda: self.items or self.closed, timeout):
                 raise TimeoutError(f"no frame arrived within {timeout:g} s")
@@ -57,3 +60,11 @@ class FrameQueue:
             self.closed = True
             self.error = self.error or error
             self.condition.notify_all()
+
+
+def check_timeout(seconds) -> None:
+    """A wait that threading can honour: a finite number of seconds from 0 to threading.TIMEOUT_MAX (a negative,
+    NaN or infinite one would either not wait at all or raise from inside the lock)."""
+    ok = isinstance(seconds, numbers.Real) and not isinstance(seconds, bool) and math.isfinite(seconds)
+    if not (ok and 0 <= seconds <= threading.TIMEOUT_MAX):
+        raise ValueError(f"Expected a timeout in seconds from 0 to {threading.TIMEOUT_MAX:g}, but got {seconds!r}.")

@@ -7,6 +7,7 @@ the stream cleanly (a file's end, a camera unplugged); a source that stalls rais
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -15,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from diffdefense.runtime.frame_queue import FrameQueue, QueueClosed
+from diffdefense.runtime.frame_queue import FrameQueue, QueueClosed, check_timeout
 from diffdefense.runtime.frames import FramePreprocessor, defend_frames, import_cv2
 from diffdefense.runtime.warm_start import WarmStart
 
 
 class StreamError(RuntimeError):
-    """A video source that cannot be opened, fails, or stalls."""
+    """A video source that cannot be opened, fails, or stalls; or an output video that cannot be written."""
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,19 @@ class FrameResult:
     warm: bool
 
 
-def open_capture(source: str | int):
+def open_capture(source):
     """cv2.VideoCapture for a camera index (an int or a string of digits), a GStreamer pipeline (a string with '!'),
-    or a video file; StreamError if it does not open."""
+    or a video file; StreamError if it does not open. An object that already has a capture's read(), get() and
+    release() (a camera SDK's wrapper, a synthetic camera) is used as it is, as a live source."""
+    if all(callable(getattr(source, name, None)) for name in ("read", "get", "release")):
+        return source, "capture"
     cv2 = import_cv2()
     if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
         capture, kind = cv2.VideoCapture(int(source)), "camera"
     elif "!" in str(source):
         capture, kind = cv2.VideoCapture(str(source), cv2.CAP_GSTREAMER), "GStreamer pipeline"
     else:
-        if not Path(source).is_file():
+        if not _is_file(source):
             raise StreamError(f"Expected a video file, a camera index or a GStreamer pipeline, but {source} is none.")
         capture, kind = cv2.VideoCapture(str(source)), "video file"
     if not capture.isOpened():
@@ -59,9 +63,17 @@ def open_capture(source: str | int):
     return capture, kind
 
 
+def _is_file(name) -> bool:
+    try:
+        return Path(name).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or one with a NUL byte: no file
+        return False
+
+
 class FrameReader:
     """Reads frames on a daemon thread into a FrameQueue; iterate for (index, frame, capture time).
 
+    source: as open_capture takes it.
     drop_oldest: None picks by source: drop for cameras and pipelines (stay current), wait for files (every frame),
         and drop for paced files.
     pace: deliver a file's frames at its frame rate, as a camera would (files are otherwise read as fast as taken).
@@ -69,18 +81,22 @@ class FrameReader:
 
     def __init__(
         self,
-        source: str | int,
+        source,
         queue_size: int = 2,
         drop_oldest: bool | None = None,
         read_timeout: float = 5.0,
         pace: bool = False,
     ) -> None:
+        check_timeout(read_timeout)  # the timeout and the queue are checked before the capture opens
+        queue = FrameQueue(queue_size, drop_oldest=bool(drop_oldest))
         self.source = source
         self.capture, self.kind = open_capture(source)
-        self.fps = float(self.capture.get(import_cv2().CAP_PROP_FPS)) or None
+        fps = float(self.capture.get(import_cv2().CAP_PROP_FPS))
+        self.fps = fps if math.isfinite(fps) and fps > 0 else None  # some backends report 0 or NaN when unknown
         self.pace = pace and self.kind == "video file" and self.fps is not None
         live = self.kind != "video file" or self.pace
-        self.queue = FrameQueue(queue_size, live if drop_oldest is None else drop_oldest)
+        queue.drop_oldest = live if drop_oldest is None else drop_oldest
+        self.queue = queue
         self.read_timeout = read_timeout
         self.frames_read = 0
         self.thread = threading.Thread(target=self._read, name="diffdefense-frame-reader", daemon=True)

@@ -14,8 +14,31 @@ def calibrated_threshold(clean_errors) -> float:
     return float(np.quantile(np.asarray(clean_errors, dtype=np.float64), 1.0 - CLEAN_FLAG_RATE))
 
 
+def check_truth(truth) -> list[dict]:
+    """A stream's ground truth, {'frames': [{'label': int, 'attacked': bool}, ...]} as tools/make_video.py writes
+    it, -> its frames; ValueError naming the first thing amiss (so that a bad file fails before a long run, not
+    after it, and never counts a frame whose 'attacked' is neither true nor false as neither)."""
+    frames = truth.get("frames") if isinstance(truth, dict) else None
+    if not isinstance(frames, list):
+        raise ValueError(
+            f"Expected ground truth as an object with a list 'frames', but got {type(truth).__name__}"
+            + (f" whose 'frames' is {type(frames).__name__}." if isinstance(truth, dict) else ".")
+        )
+    for k, frame in enumerate(frames):
+        label = frame.get("label") if isinstance(frame, dict) else None
+        attacked = frame.get("attacked") if isinstance(frame, dict) else None
+        if not (isinstance(label, int) and not isinstance(label, bool) and isinstance(attacked, bool)):
+            raise ValueError(
+                f"Expected ground-truth frame {k} to be {{'label': an integer, 'attacked': true or false}}, but got "
+                f"{str(frame)[:80]}."
+            )
+    return frames
+
+
 def summarize(results: list, wall_seconds: float, dropped: int = 0, truth: dict | None = None) -> dict:
-    """results: FrameResults (or anything with their fields); truth: {'frames': [{'label', 'attacked'}, ...]}."""
+    """results: FrameResults (or anything with their fields); truth: {'frames': [{'label', 'attacked'}, ...]},
+    checked by check_truth."""
+    frames = check_truth(truth) if truth is not None else None
     if not results:
         return {"frames": 0, "dropped": dropped, "wall_s": wall_seconds}
     summary = {
@@ -35,8 +58,8 @@ def summarize(results: list, wall_seconds: float, dropped: int = 0, truth: dict 
             if (values := [r.timings[stage] for r in results if stage in r.timings])
         },
     }
-    if truth is not None:
-        summary["truth"] = _against_truth(results, truth["frames"])
+    if frames is not None:
+        summary["truth"] = _against_truth(results, frames)
     return summary
 
 

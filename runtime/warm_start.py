@@ -7,6 +7,8 @@ frame starts cold again, with the full iterations.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,10 +25,16 @@ class WarmStart:
     previous: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.carried < 1:
-            raise ValueError(f"Expected at least one carried candidate, but got {self.carried}.")
-        if self.iterations is not None and self.iterations < 1:
-            raise ValueError(f"Expected warm iterations >= 1, but got {self.iterations}.")
+        if not _positive_integer(self.carried):
+            raise ValueError(f"Expected carried to be an integer of at least 1, but got {self.carried!r}.")
+        if self.iterations is not None and not _positive_integer(self.iterations):
+            raise ValueError(f"Expected warm iterations to be None or an integer >= 1, but got {self.iterations!r}.")
+        if self.max_error is not None and not (
+            isinstance(self.max_error, numbers.Real) and not isinstance(self.max_error, bool) and self.max_error >= 0
+        ):  # NaN fails >= 0: it would never stop a frame from seeding the next
+            raise ValueError(f"Expected max_error to be None or a number >= 0, but got {self.max_error!r}.")
+        self.carried = int(self.carried)
+        self.iterations = None if self.iterations is None else int(self.iterations)
 
     def arguments(self) -> dict:
         """The defender's keyword arguments for the next frame: empty while cold."""
@@ -36,9 +44,17 @@ class WarmStart:
         return {"initial_latents": latents, "iterations": self.iterations}
 
     def update(self, result) -> None:
-        """Keep the winning latent of the newest frame, unless its error says the scene changed."""
-        too_far = self.max_error is not None and float(result.reconstruction_error[-1]) > self.max_error
-        self.previous = None if too_far or result.latents is None else result.latents
+        """Keep the winning latent of the newest frame, unless its error says the scene changed (or is not a
+        number: nothing from a broken frame is carried into the next)."""
+        error = float(result.reconstruction_error[-1])
+        too_far = not math.isfinite(error) or self.max_error is not None and error > self.max_error
+        latents = result.latents
+        usable = latents is not None and np.isfinite(latents[-1:]).all()
+        self.previous = latents if usable and not too_far else None
 
     def reset(self) -> None:
         self.previous = None
+
+
+def _positive_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
