@@ -6,6 +6,8 @@ U-Net and the classifier run by onnxruntime. All B x R candidates of a batch go 
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +17,17 @@ import numpy as np
 from diffdefense.draws import draw
 from diffdefense.respace import reverse_chain
 from diffdefense.runtime.backends import make_runner
-from diffdefense.runtime.bundle import load_bundle
+from diffdefense.runtime.bundle import SETTINGS_LIMITS, load_bundle
 from diffdefense.runtime.device_loop import DeviceLoop, choose_kernels
 from diffdefense.runtime.fused import load_step_ops
 from diffdefense.runtime.validation import check_images
 from diffdefense.schedule import NoiseSchedule
 from diffdefense.settings import PRESETS, DefenseSettings
+
+MAX_ITERATIONS = SETTINGS_LIMITS["iterations"]  # per call, as for a bundle's settings: L sizes the noise drawn
+# Latents are N(0, I) draws, moved by Adam; the shipped presets' winners on the shipped samples stay below 25 (paper
+# and default, lr 25). Far larger ones overflow the U-Net in float32 and would give NaN answers.
+MAX_LATENT = 1e4
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,11 @@ class Defender:
         ]
         self.image_shape = tuple(manifest["image"]["shape"])
         self.label_names = list(manifest["labels"])
-        self.threshold = threshold if threshold is not None else _bundle_threshold(manifest, settings)
+        if threshold is not None and not (
+            isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and 0.0 <= threshold < math.inf
+        ):  # NaN would never flag, infinity never could
+            raise ValueError(f"Expected threshold to be None or a finite number >= 0, but got {threshold!r}.")
+        self.threshold = float(threshold) if threshold is not None else _bundle_threshold(manifest, settings)
         self.unet = self._runner("unet", provider, threads, fp16)
         self.classifier = self._runner("classifier", provider, threads, fp16)
         self.unet_vjp = self._runner("unet_vjp", provider, threads, fp16) if settings.gradient == "full" else None
@@ -135,8 +146,12 @@ class Defender:
         ones (a warm start from the previous frame); the other R - K stay fresh.
         iterations: L for this call instead of the settings' (a warm start needs fewer).
         """
-        s = self.settings if iterations is None else self.settings.with_(iterations=iterations)
+        if iterations is not None and (not isinstance(iterations, int) or not 1 <= iterations <= MAX_ITERATIONS):
+            raise ValueError(f"Expected iterations to be an integer in [1, {MAX_ITERATIONS}], but got {iterations!r}.")
         batch = images.shape[0]
+        if initial_latents is not None:  # before drawing anything
+            initial_latents = self._check_latents(initial_latents, batch)
+        s = self.settings if iterations is None else self.settings.with_(iterations=iterations)
         draws = draw(s, batch, self.image_shape)
         n = batch * s.num_candidates
         target = np.repeat(images, s.num_candidates, axis=0)
@@ -146,7 +161,7 @@ class Defender:
             latents = c0 * (2.0 * images[:, None] - 1.0) + c1 * latents
         if initial_latents is not None:
             latents = latents.copy()
-            latents[:, : initial_latents.shape[1]] = self._check_latents(initial_latents, batch)
+            latents[:, : initial_latents.shape[1]] = initial_latents
         z = np.array(latents, dtype=np.float32).reshape(n, *self.image_shape)  # a copy: Adam updates it in place
         if self.device_loop is not None:
             noise = draws.noise.reshape(len(draws.noise), s.num_steps, n, *self.image_shape)
@@ -185,6 +200,7 @@ class Defender:
         return image, loss, z
 
     def _check_latents(self, latents: np.ndarray, batch: int) -> np.ndarray:
+        """Initial latents as float32, or ValueError: real numbers of a sane size, shaped for this batch."""
         r = self.settings.num_candidates
         if (
             not isinstance(latents, np.ndarray)
@@ -198,9 +214,17 @@ class Defender:
                 f"Expected initial latents shaped ({batch}, K, {', '.join(map(str, self.image_shape))}) with "
                 f"1 <= K <= {r}, but got {got}."
             )
-        if not np.isfinite(latents).all():
-            raise ValueError("Expected finite initial latents, but they contain NaN or infinity.")
-        return latents
+        # Complex ones would lose their imaginary part in the cast; bools, strings and objects are no latents.
+        if latents.dtype.kind not in "fiu":
+            raise ValueError(f"Expected initial latents of a real float or integer dtype, but got {latents.dtype}.")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes infinity, refused below
+            cast = latents.astype(np.float32)
+        if not np.isfinite(cast).all():
+            raise ValueError("Expected finite initial latents within float32's range, but they hold NaN or infinity.")
+        largest = float(np.abs(cast).max())
+        if largest > MAX_LATENT:
+            raise ValueError(f"Expected initial latents of magnitude at most {MAX_LATENT:g}, but got {largest:g}.")
+        return cast
 
     def _backpropagate_chain(self, chain_inputs: list[np.ndarray], timesteps: list[np.ndarray], grad: np.ndarray):
         """d loss / d z from d loss / d x_0: each step x_{i-1} = a x_i + b eps(x_i) + s n passes the gradient
@@ -215,14 +239,19 @@ class Defender:
     ) -> DefenseResult:
         """Defend and classify a batch; initial_latents and iterations as in reconstruct (a warm start)."""
         images = check_images(images, self.image_shape)
-        if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
-            raise ValueError(f"Expected iterations to be a positive integer, but got {iterations!r}.")
         start = time.perf_counter()
         reconstruction = self.reconstruct(images, initial_latents, iterations)
         reconstructions, errors = reconstruction.images, reconstruction.errors
         defended = time.perf_counter()
         probabilities = softmax(self.classifier.run(reconstructions).astype(np.float64))
         done = time.perf_counter()
+        # The last line of defence: checked inputs can still overflow a model (an fp16 engine, say); NaN is no answer.
+        outputs = (reconstructions, errors, probabilities, reconstruction.latents)
+        if not all(np.isfinite(a).all() for a in outputs):
+            raise ValueError(
+                "Expected finite reconstructions, errors and probabilities, but the models gave NaN or infinity "
+                "for this batch."
+            )
         flags = errors > self.threshold if self.threshold is not None else np.zeros(len(errors), dtype=bool)
         return DefenseResult(
             labels=probabilities.argmax(axis=1),

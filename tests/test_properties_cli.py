@@ -22,8 +22,8 @@ one unless frames may be dropped, warm-starts every frame after the first when w
 finite timings.
 
 The defence's cost is not under test: the shipped bundles are copied with cheap default settings (R 2, L 1) and
-the presets are patched to the same, so that a run takes a fraction of a second. Defects found in files this
-session does not own are reproduced at the end as strict xfails; the strategies leave those inputs out.
+the presets are patched to the same, so that a run takes a fraction of a second. Defects the property tests
+found are reproduced at the end (once strict xfails, now fixed).
 """
 
 import json
@@ -37,6 +37,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV (the [video] extra) is not installed")
 
@@ -101,7 +102,10 @@ def run(args: list[str]):
     result = CliRunner().invoke(main, args)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"{args} raised {result.exception!r}:\n{result.output}") from result.exception
-    event(f"exit {result.exit_code}")
+    try:
+        event(f"exit {result.exit_code}")
+    except InvalidArgument:  # outside a hypothesis test
+        pass
     return result
 
 
@@ -230,7 +234,7 @@ def test_defend_answers_or_fails_with_a_message(cheap, data):
         dataset = line.option("--dataset", ["mnist", "kmnist"], bad_usage=["cifar"])
         line.option("--preset", ["paper", "default"], bad_usage=["fast"])
         line.provider(["cuda", "tensorrt"])
-        line.option("--threshold", ["0", "0.02", "1e9"], bad_usage=["-1"])
+        line.option("--threshold", ["0", "0.02", "1e9"], bad_usage=["-1", "nan", "inf"])
         line.option("--roi", ["0,0,1,1", "0,0,20,20"], ["1,2,3"], ["0,0,0,5"])  # applies to pictures
         line.option("--value-range", ["auto", "20,200"], ["x"], ["nan,1", "5,5"])
         line.flag("--invert")
@@ -285,7 +289,7 @@ def test_stream_answers_or_fails_with_a_message(cheap, video, data):
         line.option("--bundle", [str(cheap / "kmnist")], bad_input=[str(folder / "none")], every=8)
         line.option("--preset", ["paper", "default"], bad_usage=["fast"])
         line.provider(["cuda", "tensorrt-engine"])
-        threshold = line.option("--threshold", ["0", "0.01", "1e9"], bad_usage=["-1"])
+        threshold = line.option("--threshold", ["0", "0.01", "1e9"], bad_usage=["-1", "nan", "inf"])
         line.option(
             "--roi", ["0,0,56,40", "10,4,30,30", "14,6,28,28"], ["1,2,3", "a,b,c,d"], ["50,30,20,20", "0,0,0,5"]
         )
@@ -356,7 +360,7 @@ def check_stream_output(output: str, flags: dict, expected: int, may_drop: bool,
         assert clean["frames"] == summary["frames"] and 0 <= clean["accuracy"] <= 1
 
 
-# --- Reported defects outside this session's files (strict xfails: each fails once its defect is fixed) ----------
+# --- Reported defects (once strict xfails, now fixed) -----------------------------------------------------------
 
 
 @pytest.fixture
@@ -369,41 +373,50 @@ def images_file(tmp_path):
     return write
 
 
-@pytest.mark.xfail(strict=True, reason="cli/defend.py: a label outside the names is shown as another, or crashes")
 @pytest.mark.parametrize(
-    "labels", [[-1, 1, 2], [42, 1, 2], [1]], ids=["minus-one-shown-as-9", "42-IndexError", "short-IndexError"]
+    "truth",
+    [
+        {"labels": [-1, 1, 2]},
+        {"labels": [42, 1, 2]},
+        {"labels": [1]},
+        {"labels": [np.nan, 1.0, 2.0]},
+        {"attacked": [[True, False]] * 3},
+        {"attacked": [True]},
+    ],
+    ids=["minus-one-shown-as-9", "42-IndexError", "short-IndexError", "nan", "2d-attacked-ambiguous", "short-attacked"],
 )
-def test_reported_defend_refuses_labels_that_name_no_class(cheap, images_file, labels):
-    path = images_file(images=SAMPLES["images"][:3], labels=np.array(labels))
-    result = CliRunner().invoke(main, ["defend", path, "--json"])
-    assert result.exit_code == 1 and "label" in result.output, result.output
+def test_reported_defend_refuses_labels_or_flags_that_are_not_one_per_image(cheap, images_file, truth):
+    path = images_file(images=SAMPLES["images"][:3], **{key: np.array(value) for key, value in truth.items()})
+    result = run(["defend", path, "--json"])
+    assert_failed(result, {1})
+    assert path in result.output and next(iter(truth)) in result.output, result.output
 
 
-@pytest.mark.xfail(strict=True, reason="cli/defend.py: an empty file gives exit 0 and NaN in the JSON")
-def test_reported_defend_refuses_a_file_without_images_or_writes_strict_json(cheap, images_file):
-    result = CliRunner().invoke(main, ["defend", images_file(images=np.zeros((0, 28, 28), np.uint8)), "--json"])
-    assert result.exit_code == 1 or strict_json(result.output)["latency"]["images"] == 0
+def test_reported_defend_refuses_a_file_without_images(cheap, images_file):
+    path = images_file(images=np.zeros((0, 28, 28), np.uint8))
+    result = run(["defend", path, "--json"])
+    assert_failed(result, {1})
+    assert path in result.output, result.output
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/inputs.py: a damaged .npz raises zipfile.BadZipFile (a traceback)")
 def test_reported_defend_refuses_a_damaged_npz_with_a_message(cheap, tmp_path):
     (tmp_path / "in.npz").write_bytes(b"PK\x03\x04" + bytes(100))
     result = run(["defend", str(tmp_path / "in.npz")])
     assert_failed(result, {1})
+    assert str(tmp_path / "in.npz") in result.output, result.output
 
 
-@pytest.mark.xfail(strict=True, reason="cli/frame_options.py: --threshold takes nan and inf; the JSON then has them")
 @pytest.mark.parametrize("threshold", ["nan", "inf"])
 def test_reported_stream_refuses_a_threshold_that_is_not_a_finite_number(cheap, video, threshold):
-    result = CliRunner().invoke(main, ["stream", str(video), "--threshold", threshold, "--json", "--max-frames", "1"])
-    assert result.exit_code == 2 or strict_json(result.output)
+    assert_failed(run(["stream", str(video), "--threshold", threshold, "--json", "--max-frames", "1"]), {2})
 
 
-@pytest.mark.xfail(strict=True, reason="cli/stream.py: a bad --truth is found only after the whole stream has run")
-def test_reported_stream_refuses_a_bad_truth_file_before_streaming(cheap, video, tmp_path):
-    (tmp_path / "truth.json").write_text(json.dumps({"frames": 5}))
+@pytest.mark.parametrize("content", [json.dumps({"frames": 5}), "{frames"], ids=["wrong-shape", "not-json"])
+def test_reported_stream_refuses_a_bad_truth_file_before_streaming(cheap, video, tmp_path, content):
+    (tmp_path / "truth.json").write_text(content)
     out = tmp_path / "out.avi"
     args = ["stream", str(video), "--truth", str(tmp_path / "truth.json"), "--out-video", str(out)]
     result = run(args)
     assert_failed(result, {1})
+    assert str(tmp_path / "truth.json") in result.output, result.output
     assert not out.exists(), "the stream ran (and wrote its video) before the truth file was refused"

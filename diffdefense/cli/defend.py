@@ -38,6 +38,7 @@ def defend_command(
     rows, per_image = [], []
     for path in expand_inputs(inputs):
         file = read_image_file(path, preprocessor)
+        _check_labels(file.labels, len(defender.label_names), path)
         for start in range(0, len(file.images), batch_size):
             result = defender(file.images[start : start + batch_size])
             per_image += [result.timings["total"] / len(result.labels)] * len(result.labels)
@@ -68,6 +69,14 @@ def defend_command(
         _print_rows(rows, latency, batch_size, defender)
     if fail_on_attack and any(r["attack_flag"] for r in rows):
         sys.exit(EXIT_ATTACK_FLAGGED)
+
+
+def _check_labels(labels, count: int, path: Path) -> None:
+    """A file's true labels must name the bundle's classes (read_image_file checked one integer per image): -1 would
+    index from the end, and print as another class."""
+    if labels is not None and not ((labels >= 0) & (labels < count)).all():
+        wrong = np.unique(labels[(labels < 0) | (labels >= count)])
+        raise ValueError(f"{path}: expected labels from 0 to {count - 1}, but got {wrong[:5].tolist()}.")
 
 
 def _print_rows(rows: list[dict], latency: dict, batch_size: int, defender) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -31,6 +32,12 @@ def _value_range(ctx, param, value):
     return low, high
 
 
+def _threshold(ctx, param, value):
+    if value is not None and not math.isfinite(value):  # FloatRange lets NaN and infinity through
+        raise click.BadParameter(f"expected a finite number >= 0, but got {value!r}")
+    return value
+
+
 def defender_options(command):
     """--bundle, --dataset, --preset, --provider."""
     for option in reversed(
@@ -55,6 +62,7 @@ def defender_options(command):
             click.option(
                 "--threshold",
                 type=click.FloatRange(min=0),
+                callback=_threshold,
                 default=None,
                 help="Reconstruction error above which an input is flagged [the bundle's, calibrated on clean test "
                 "images; calibrate your camera with `diffdefense stream --calibrate`].",

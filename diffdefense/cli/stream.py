@@ -64,10 +64,10 @@ def stream_command(
     from diffdefense.runtime.stream_summary import calibrated_threshold, format_summary, summarize
     from diffdefense.runtime.warm_start import WarmStart
 
+    truth_data = _read_truth(truth) if truth else None  # a bad file fails now, not after the whole stream
     defender = make_defender(bundle, dataset, preset, provider, threshold)
     preprocessor = make_preprocessor(roi, invert, value_range, channel_order)
     warm = WarmStart(iterations=warm_iterations) if warm_start else None
-    truth_data = json.loads(truth.read_text()) if truth else None
     results = []
     try:
         with FrameReader(source, queue_size, drop_oldest, read_timeout, realtime) as reader:
@@ -101,3 +101,18 @@ def stream_command(
     if calibrate and results:
         summary["calibrated_threshold"] = calibrated_threshold([r.reconstruction_error for r in results])
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+def _read_truth(path: Path) -> dict:
+    """The --truth file's ground truth, checked (stream_summary.check_truth); ValueError naming the file."""
+    from diffdefense.runtime.stream_summary import check_truth
+
+    try:
+        truth = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, or nested too deep
+        raise ValueError(f"Expected --truth {path} to be a JSON file, but it is not ({err}).") from err
+    try:
+        check_truth(truth)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    return truth
