@@ -207,7 +207,8 @@ def _adaptive(config, cache, classifier, defense, images, labels, defended) -> d
         for budget in adaptive_budgets(eps, config.adaptive_steps, config.eot_iter):
             if budget.gradient not in config.adaptive_gradients:
                 continue
-            tag = "adaptive_" + budget.name.replace(" ", "_").replace("(", "").replace(")", "")
+            # the whole budget in the name, so a cached attack is never reused for another budget
+            tag = f"adaptive_{budget.gradient}_eps_{eps}_steps_{budget.steps}_eot_{budget.eot_iter}"
             adversarial = cache.get(
                 f"adversarial_{tag}",
                 lambda b=budget: run_adaptive(

@@ -63,8 +63,10 @@ def plot(benchmarks: list[dict], sweep_path: Path, out: Path) -> int:
         axes.scatter(latency, accuracy)
         axes.annotate(label, (latency, accuracy), fontsize=7, xytext=(4, 2), textcoords="offset points")
     axes.set_xlabel("ms per image (batch 8, p50)")
-    axes.set_ylabel("mean robust accuracy, % (FGSM, PGD, Square, AutoAttack)")
-    axes.set_title("Latency against robust accuracy (200 MNIST training images)", fontsize=9)
+    axes.set_ylabel("mean robust accuracy, %")
+    axes.set_title(
+        "Latency against robust accuracy\n(FGSM, PGD, Square, AutoAttack on 200 MNIST training images)", fontsize=9
+    )
     axes.grid(alpha=0.3)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
