@@ -50,12 +50,29 @@ def run_configuration(bundle: Path, settings, video: Path, preprocessor, iterati
     }
 
 
+def undefended_accuracy(bundle: Path, video: Path, preprocessor, truth: dict) -> dict:
+    """Model A on the preprocessed frames with no defence: how much of the attack survives the camera."""
+    defender = Defender(bundle, "default")
+    labels, attacked, predictions = [], [], []
+    with FrameReader(str(video), queue_size=4, drop_oldest=False) as reader:
+        for index, frame, _ in reader:
+            logits = defender.classifier.run(preprocessor(frame)[None])
+            predictions.append(int(logits.argmax()))
+            labels.append(truth["frames"][index]["label"])
+            attacked.append(truth["frames"][index]["attacked"])
+    correct, attacked = np.array(predictions) == np.array(labels), np.array(attacked)
+    return {
+        "clean": {"frames": int((~attacked).sum()), "accuracy": float(correct[~attacked].mean())},
+        "attacked": {"frames": int(attacked.sum()), "accuracy": float(correct[attacked].mean())},
+    }
+
+
 @click.command()
 @click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--truth", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--dataset", default="mnist", show_default=True)
 @click.option("--preset", default="default", show_default=True)
-@click.option("--cold", "cold_iterations", default="5,3,2", show_default=True, help="L values for cold starts.")
+@click.option("--cold", "cold_iterations", default="5,4,3,2", show_default=True, help="L values for cold starts.")
 @click.option("--warm", "warm_iterations", default="2,3,4", show_default=True, help="L values on warm frames.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def main(video, truth, dataset, preset, cold_iterations, warm_iterations, out) -> None:
@@ -74,7 +91,13 @@ def main(video, truth, dataset, preset, cold_iterations, warm_iterations, out) -
             f"defence p50 {row['defence_ms_p50']:.0f} ms; clean accuracy {100 * row['clean']['accuracy']:.1f}%, "
             f"attacked {100 * row['attacked']['accuracy']:.1f}%, error AUROC {row.get('error_auroc', float('nan')):.3f}"
         )
+    no_defence = undefended_accuracy(bundle_dir(dataset), video, preprocessor, truth_data)
+    click.echo(
+        f"no defence: clean accuracy {100 * no_defence['clean']['accuracy']:.1f}%, "
+        f"attacked {100 * no_defence['attacked']['accuracy']:.1f}%"
+    )
     record = {
+        "no_defence": no_defence,
         "video": str(video),
         "video_command": truth_data.get("command"),
         "dataset": dataset,
