@@ -73,20 +73,22 @@ def stream_command(
         with FrameReader(source, queue_size, drop_oldest, read_timeout, realtime) as reader:
             writer = AnnotatedVideoWriter(out_video, reader.fps or 30.0, roi) if out_video else None
             start = time.perf_counter()
-            for result in defend_stream(defender, reader, preprocessor, warm, max_frames):
-                results.append(result)
+            try:
+                for result in defend_stream(defender, reader, preprocessor, warm, max_frames):
+                    results.append(result)
+                    if writer:
+                        writer.write(result)
+                    if not quiet and not as_json:
+                        click.echo(
+                            f"frame {result.index:>5}  {result.label_name}  p {result.probability:.2f}  error "
+                            f"{result.reconstruction_error:.4f}  {'FLAGGED' if result.attack_flag else 'ok':7}  "
+                            f"{1000 * result.timings['latency']:.0f} ms{'  warm' if result.warm else ''}"
+                        )
+            finally:  # the frames written so far stay a playable video whatever ended the stream
                 if writer:
-                    writer.write(result)
-                if not quiet and not as_json:
-                    click.echo(
-                        f"frame {result.index:>5}  {result.label_name}  p {result.probability:.2f}  error "
-                        f"{result.reconstruction_error:.4f}  {'FLAGGED' if result.attack_flag else 'ok':7}  "
-                        f"{1000 * result.timings['latency']:.0f} ms{'  warm' if result.warm else ''}"
-                    )
+                    writer.close()
             wall = time.perf_counter() - start
             dropped = reader.dropped
-            if writer:
-                writer.close()
     except StreamError as err:
         raise click.ClickException(str(err)) from err
     summary = summarize(results, wall, dropped, truth_data)
