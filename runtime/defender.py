@@ -178,26 +178,37 @@ class Defender:
     def _host_loop(self, z, target, draws, s: DefenseSettings):
         """The L x T* loop with every array on the host: (images, losses, latents) of all candidates."""
         n = z.shape[0]
-        full = s.gradient == "full"
         m, v = np.zeros_like(z), np.zeros_like(z)
         rates = s.learning_rates()
         beta1, beta2 = s.adam_betas
         timesteps = [np.full(n, t, dtype=np.int64) for t in self.chain.timesteps]
         for run in range(s.iterations):
             noise = draws.step_noise(run).reshape(s.num_steps, n, *self.image_shape)
-            x, chain_inputs = z, []
-            for i in range(s.num_steps):
-                chain_inputs.append(x)
-                eps = self.unet.run(x, timesteps[i])
-                x = self.steps.reverse_step(x, eps, *self.coefficients[i], noise[i])
             update = run < s.num_updates
-            gain = 1.0 if full else self.gain  # full: d loss / d x_0, carried back through the chain below
-            image, loss, grad = self.steps.loss_and_gradient(x, target, gain, s.output_map, with_gradient=update)
-            if update and full:
-                grad = self._backpropagate_chain(chain_inputs, timesteps, grad)
+            image, loss, grad = self.chain_pass(z, target, noise, timesteps, s, with_gradient=update)
             if update:
                 z = self.steps.adam_update(z, grad, m, v, run + 1, rates[run], beta1, beta2)
         return image, loss, z
+
+    def chain_pass(self, z, target, noise, timesteps, s: DefenseSettings, with_gradient: bool = True):
+        """One run of the T* steps from z (N, 1, 28, 28) with the step noise (T*, N, 1, 28, 28): the images, the
+        losses (N,) and, if asked, d loss / d z of every candidate, straight-through or full as s says."""
+        full = s.gradient == "full"
+        x, chain_inputs = self.run_chain(z, noise, timesteps)
+        gain = 1.0 if full else self.gain  # full: d loss / d x_0, carried back through the chain below
+        image, loss, grad = self.steps.loss_and_gradient(x, target, gain, s.output_map, with_gradient=with_gradient)
+        if with_gradient and full:
+            grad = self.backpropagate_chain(chain_inputs, timesteps, grad)
+        return image, loss, grad
+
+    def run_chain(self, z, noise, timesteps):
+        """x_0 on the model's scale from z, and the input of every step (for backpropagate_chain)."""
+        x, chain_inputs = z, []
+        for i in range(len(timesteps)):
+            chain_inputs.append(x)
+            eps = self.unet.run(x, timesteps[i])
+            x = self.steps.reverse_step(x, eps, *self.coefficients[i], noise[i])
+        return x, chain_inputs
 
     def _check_latents(self, latents: np.ndarray, batch: int) -> np.ndarray:
         """Initial latents as float32, or ValueError: real numbers of a sane size, shaped for this batch."""
@@ -226,7 +237,7 @@ class Defender:
             raise ValueError(f"Expected initial latents of magnitude at most {MAX_LATENT:g}, but got {largest:g}.")
         return cast
 
-    def _backpropagate_chain(self, chain_inputs: list[np.ndarray], timesteps: list[np.ndarray], grad: np.ndarray):
+    def backpropagate_chain(self, chain_inputs: list[np.ndarray], timesteps: list[np.ndarray], grad: np.ndarray):
         """d loss / d z from d loss / d x_0: each step x_{i-1} = a x_i + b eps(x_i) + s n passes the gradient
         g back as a g + b (d eps / d x_i)^T g, the U-Net's part from its exported vector-Jacobian graph."""
         for i in reversed(range(len(chain_inputs))):
