@@ -64,7 +64,7 @@ def defender_options(command):
                 type=click.FloatRange(min=0),
                 callback=_threshold,
                 default=None,
-                help="Reconstruction error above which an input is flagged [the bundle's, calibrated on clean test "
+                help="Reconstruction error above which an input is flagged [the bundle's, calibrated on clean training "
                 "images; calibrate your camera with `diffdefense stream --calibrate`].",
             ),
         ]
