@@ -3,10 +3,56 @@ truth, accuracy and attack flags on clean and on attacked frames."""
 
 from __future__ import annotations
 
+from array import array
+from typing import NamedTuple
+
 import numpy as np
 
 STAGES = ("wait", "preprocess", "defence", "classify", "total", "latency")
 CLEAN_FLAG_RATE = 0.05  # as the evaluation's detection threshold: 5% false positives on clean inputs
+
+
+class FrameRecord(NamedTuple):
+    """What a summary needs of one frame's FrameResult: not the frame, nor its reconstruction."""
+
+    index: int
+    label: int
+    attack_flag: bool
+    reconstruction_error: float
+    warm: bool
+    timings: dict[str, float]
+
+
+class FrameLog:
+    """The FrameRecords of a stream in columns of doubles (8 bytes a field, about 100 a frame): a camera stream has
+    no end, and keeping its FrameResults would keep every frame. Iterates as FrameRecords, as summarize reads them."""
+
+    FIELDS = ("index", "label", "attack_flag", "reconstruction_error", "warm")
+
+    def __init__(self) -> None:
+        self.columns = {name: array("d") for name in (*self.FIELDS, *STAGES)}
+
+    def append(self, result) -> None:
+        for name in self.FIELDS:
+            self.columns[name].append(float(getattr(result, name)))
+        for stage in STAGES:  # a stage a frame lacks is NaN, and left out when read back
+            self.columns[stage].append(float(result.timings.get(stage, np.nan)))
+
+    def __len__(self) -> int:
+        return len(self.columns["index"])
+
+    def __iter__(self):
+        c = self.columns
+        for k in range(len(self)):
+            timings = {stage: c[stage][k] for stage in STAGES if not np.isnan(c[stage][k])}
+            yield FrameRecord(
+                int(c["index"][k]),
+                int(c["label"][k]),
+                bool(c["attack_flag"][k]),
+                c["reconstruction_error"][k],
+                bool(c["warm"][k]),
+                timings,
+            )
 
 
 def calibrated_threshold(clean_errors) -> float:

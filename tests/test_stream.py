@@ -19,7 +19,7 @@ from diffdefense.runtime.defender import Defender  # noqa: E402
 from diffdefense.runtime.frame_queue import FrameQueue, QueueClosed  # noqa: E402
 from diffdefense.runtime.frames import FramePreprocessor  # noqa: E402
 from diffdefense.runtime.stream import FrameReader, StreamError, defend_stream  # noqa: E402
-from diffdefense.runtime.stream_summary import calibrated_threshold, summarize  # noqa: E402
+from diffdefense.runtime.stream_summary import FrameLog, calibrated_threshold, summarize  # noqa: E402
 from diffdefense.runtime.warm_start import WarmStart  # noqa: E402
 from diffdefense.settings import PRESETS  # noqa: E402
 from diffdefense.shipped import SAMPLES_DIR, bundle_dir  # noqa: E402
@@ -186,6 +186,19 @@ def test_the_annotated_video_has_every_frame(video, defender, tmp_path):
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
     with pytest.raises(ValueError, match="ending in"):
         AnnotatedVideoWriter(tmp_path / "out.gif", 10.0)
+
+
+def test_the_frame_log_summarises_as_the_results_do_without_keeping_frames(video, defender):
+    with FrameReader(str(video)) as reader:
+        results = list(defend_stream(defender, reader, STEPS))
+    log = FrameLog()
+    for result in results:
+        log.append(result)
+    truth = json.loads(video.with_suffix(".json").read_text())
+    assert summarize(log, 1.0, 0, truth) == summarize(results, 1.0, 0, truth)
+    assert [r.reconstruction_error for r in log] == [r.reconstruction_error for r in results]
+    kept = sum(column.itemsize * len(column) for column in log.columns.values())
+    assert kept == 11 * 8 * len(results)  # eleven doubles a frame, whatever the frame's size
 
 
 def test_calibrated_threshold_flags_five_percent():

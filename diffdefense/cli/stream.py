@@ -61,14 +61,14 @@ def stream_command(
     opened or stalls, 2 bad usage."""
     from diffdefense.runtime.annotate import AnnotatedVideoWriter
     from diffdefense.runtime.stream import FrameReader, StreamError, defend_stream
-    from diffdefense.runtime.stream_summary import calibrated_threshold, format_summary, summarize
+    from diffdefense.runtime.stream_summary import FrameLog, calibrated_threshold, format_summary, summarize
     from diffdefense.runtime.warm_start import WarmStart
 
     truth_data = _read_truth(truth) if truth else None  # a bad file fails now, not after the whole stream
     defender = make_defender(bundle, dataset, preset, provider, threshold)
     preprocessor = make_preprocessor(roi, invert, value_range, channel_order)
     warm = WarmStart(iterations=warm_iterations) if warm_start else None
-    results = []
+    results = FrameLog()  # not the FrameResults: they hold every frame
     try:
         with FrameReader(source, queue_size, drop_oldest, read_timeout, realtime) as reader:
             writer = AnnotatedVideoWriter(out_video, reader.fps or 30.0, roi) if out_video else None
