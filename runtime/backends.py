@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+# Behind TensorRT, the CUDA provider takes the nodes TensorRT does not, so that they stay on the GPU. (onnxruntime
+# still keeps a few shape computations on its CPU provider, as it does with CUDA alone.)
+PROVIDER_CHAINS = {"cpu": ["cpu"], "cuda": ["cuda"], "tensorrt": ["tensorrt", "cuda"]}
 
 
 class BackendError(RuntimeError):
@@ -42,17 +45,19 @@ class OnnxRunner:
                 f"Expected a provider in {sorted([*PROVIDERS, 'tensorrt-engine'])}, but got {provider!r}."
             )
         wanted = PROVIDERS[provider]
+        chain = [PROVIDERS[p] for p in PROVIDER_CHAINS[provider]]
         installed = onnxruntime.get_available_providers()
-        if wanted not in installed:
-            raise BackendError(f"The {wanted} is not available in this onnxruntime; installed: {', '.join(installed)}.")
+        for needed in chain:
+            if needed not in installed:
+                raise BackendError(
+                    f"The {needed} is not available in this onnxruntime; installed: {', '.join(installed)}."
+                )
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         self.name = Path(path).name
         try:
-            self.session = onnxruntime.InferenceSession(
-                str(path) if data is None else data, options, providers=[wanted]
-            )
+            self.session = onnxruntime.InferenceSession(str(path) if data is None else data, options, providers=chain)
         except Exception as err:  # onnxruntime raises its own types (Fail, InvalidGraph, EPFail, ...)
             raise BackendError(f"onnxruntime's {wanted} could not load {self.name}: {err}") from err
         if self.session.get_providers()[0] != wanted:  # onnxruntime may fall back quietly: refuse instead
@@ -82,10 +87,10 @@ def make_runner(
             )
         return OnnxRunner(path, provider, threads, data)
     from diffdefense.runtime.tensorrt_backend import TensorRTRunner
-    from diffdefense.runtime.tensorrt_engines import EngineBuildError, cached_engine
+    from diffdefense.runtime.tensorrt_engines import EngineBuildError, verified_engine
 
     try:
-        engine = cached_engine(Path(path), fp16=fp16, data=data)
+        engine_path, engine = verified_engine(Path(path), fp16=fp16, data=data)
     except EngineBuildError as err:
         raise BackendError(str(err)) from err
-    return TensorRTRunner(engine)
+    return TensorRTRunner(engine, engine_path.name)

@@ -173,8 +173,11 @@ def _check_fields(m: dict, manifest_path: Path) -> None:
         m.get("model_range"),
     )
 
+    dataset = m.get("dataset")
+    need(isinstance(dataset, str) and 0 < len(dataset) <= 100, "a dataset name (a short string)", dataset)
     schedule = m.get("schedule")
-    betas = schedule.get("betas") if isinstance(schedule, dict) else schedule
+    need(isinstance(schedule, dict), "a 'schedule' object with its 'betas'", schedule)
+    betas = schedule.get("betas")
     need(
         isinstance(betas, list) and 0 < len(betas) <= 100_000 and all(_number(b) and 0 < b < 1 for b in betas),
         "schedule betas: a non-empty list of numbers strictly between 0 and 1",

@@ -7,17 +7,15 @@ raises BackendError saying what is missing.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from diffdefense.runtime.backends import BackendError
 
 
 class TensorRTRunner:
-    """run(*inputs) -> first output, like OnnxRunner, for one engine file."""
+    """run(*inputs) -> first output, like OnnxRunner, for one serialized engine (its bytes; name names it)."""
 
-    def __init__(self, engine_path: Path) -> None:
+    def __init__(self, engine: bytes, name: str = "the engine") -> None:
         try:
             from polygraphy.backend.trt import EngineFromBytes, TrtRunner
         except ImportError as err:
@@ -27,13 +25,14 @@ class TensorRTRunner:
         except ImportError as err:
             raise BackendError("TensorRT is not installed: pip install 'diffdefense[tensorrt]'.") from err
         try:
-            self.runner = TrtRunner(EngineFromBytes(Path(engine_path).read_bytes()))
+            self.runner = TrtRunner(EngineFromBytes(engine))
             self.runner.activate()
         except Exception as err:  # an engine from another GPU or TensorRT version, or no GPU at all
-            raise BackendError(f"TensorRT could not load the engine {Path(engine_path).name}: {err}") from err
-        metadata = self.runner.get_input_metadata()
+            raise BackendError(f"TensorRT could not load the engine {name}: {err}") from err
+        metadata = self.runner.get_input_metadata(use_numpy_dtypes=False)  # numpy dtypes here are deprecated
         self.input_names = list(metadata.keys())
-        self.input_dtypes = [np.dtype(metadata[name].dtype) for name in self.input_names]
+        self.input_dtypes = [np.dtype(metadata[n].dtype.numpy()) for n in self.input_names]
+        self.name = name
         self.provider = "TensorRT"
 
     def run(self, *inputs: np.ndarray) -> np.ndarray:
@@ -41,8 +40,12 @@ class TensorRTRunner:
             name: np.ascontiguousarray(value, dtype=dtype)  # an fp16 engine takes fp16 inputs
             for name, value, dtype in zip(self.input_names, inputs, self.input_dtypes, strict=True)
         }
-        outputs = self.runner.infer(feed, check_inputs=True)
-        return np.asarray(next(iter(outputs.values())), dtype=np.float32)
+        try:
+            outputs = self.runner.infer(feed, check_inputs=True)
+        except Exception as err:  # a batch outside the engine's profile, a device lost: say which engine
+            raise BackendError(f"TensorRT failed while running {self.name}: {err}") from err
+        # a copy: polygraphy reuses its host output buffer on the next call
+        return np.array(next(iter(outputs.values())), dtype=np.float32, copy=True)
 
     def close(self) -> None:
         self.runner.deactivate()

@@ -36,8 +36,8 @@ class BatchProfile:
     """The batch sizes (B x R candidates per U-Net call) one engine serves: min, the size it is tuned for, max."""
 
     min: int = 1
-    opt: int = 40  # 8 images x 5 candidates, the runtime's usual call
-    max: int = 512
+    opt: int = 96  # 8 images x 12 candidates: the default preset's call at the CLI's batch of 8
+    max: int = 4096  # the largest batch a bundle's graphs are checked for; a call beyond it is a BackendError
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
@@ -77,7 +77,10 @@ def tensorrt_version() -> str:
 
 def engine_parts(onnx_sha256: str, gpu: dict[str, str], trt_version: str, profile: BatchProfile, fp16: bool) -> dict:
     """What an engine depends on (the record kept beside it)."""
-    import polygraphy
+    try:
+        import polygraphy
+    except ImportError as err:
+        raise EngineBuildError("TensorRT engines need polygraphy: pip install 'diffdefense[tensorrt]'.") from err
 
     return {
         "onnx": onnx_sha256,
@@ -134,8 +137,11 @@ def _input_shapes(data: bytes) -> dict[str, list]:
 def build_engine(data: bytes, profile: BatchProfile, fp16: bool, name: str = "the graph") -> bytes:
     """One engine from an ONNX graph's bytes, with an optimisation profile over the batch dimension of every input;
     returns the engine's bytes. name only names the graph in errors."""
-    from polygraphy.backend.onnx import BytesFromOnnx, ConvertToFp16, OnnxFromBytes
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxBytes, Profile
+    try:
+        from polygraphy.backend.onnx import BytesFromOnnx, ConvertToFp16, OnnxFromBytes
+        from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxBytes, Profile
+    except ImportError as err:  # polygraphy without onnx, say
+        raise EngineBuildError(f"Building a TensorRT engine needs polygraphy and onnx: {err}.") from err
 
     strongly_typed = int(tensorrt_version().split(".")[0]) >= 11
     trt_profile = Profile()
@@ -188,3 +194,17 @@ def cached_engine(
     record = {"parts": parts, "bytes": len(engine), "sha256": hashlib.sha256(engine).hexdigest()}
     _write_atomically(record_path(path), json.dumps(record, indent=2).encode())
     return path
+
+
+def verified_engine(onnx_path: Path, fp16: bool = False, data: bytes | None = None, **kwargs) -> tuple[Path, bytes]:
+    """cached_engine's path and the engine's bytes, read once and checked against its record: the bytes that run
+    are the bytes that were checked, even if the file is swapped afterwards."""
+    path = cached_engine(onnx_path, fp16=fp16, data=data, **kwargs)
+    engine = path.read_bytes()
+    try:
+        record = json.loads(record_path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise EngineBuildError(f"The record of the TensorRT engine {path.name} went missing: {err}.") from err
+    if hashlib.sha256(engine).hexdigest() != record.get("sha256"):
+        raise EngineBuildError(f"The TensorRT engine {path.name} changed on disk after it was checked.")
+    return path, engine

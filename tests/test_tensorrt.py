@@ -26,7 +26,7 @@ def test_the_engine_key_changes_with_everything_an_engine_depends_on():
         engine_key("a" * 64, {**GPU, "gpu": "Orin"}, "10.9.0", BatchProfile(), fp16=False),
         engine_key("a" * 64, {**GPU, "compute_capability": "8.7"}, "10.9.0", BatchProfile(), fp16=False),
         engine_key("a" * 64, GPU, "11.0.0", BatchProfile(), fp16=False),
-        engine_key("a" * 64, GPU, "10.9.0", BatchProfile(max=64), fp16=False),
+        engine_key("a" * 64, GPU, "10.9.0", BatchProfile(max=8192), fp16=False),
         engine_key("a" * 64, GPU, "10.9.0", BatchProfile(), fp16=True),
     ]
     assert base not in others and len(set(others)) == len(others)
@@ -74,3 +74,54 @@ def test_native_tensorrt_matches_the_cpu(exported_bundle, tmp_path, monkeypatch,
     assert len(list(tmp_path.glob("*.engine"))) == 2  # the U-Net's and the classifier's, cached
     assert np.abs(gpu.reconstructions - cpu.reconstructions).max() < (5e-2 if fp16 else 1e-2)
     np.testing.assert_array_equal(gpu.labels, cpu.labels)
+
+
+class FakeTrtRunner:
+    """polygraphy's TrtRunner as TensorRTRunner uses it, on the host: one reused output buffer (as polygraphy keeps
+    its host buffers between calls) and a batch limit standing for the engine's profile."""
+
+    def __init__(self, engine_loader) -> None:
+        self.buffer = np.zeros((4, 1, 28, 28), np.float32)
+
+    def activate(self) -> None:
+        pass
+
+    def get_input_metadata(self, use_numpy_dtypes=None):
+        from polygraphy.common import TensorMetadata
+        from polygraphy.datatype import DataType
+
+        assert use_numpy_dtypes is False  # numpy dtypes are deprecated there
+        return TensorMetadata().add("x", DataType.FLOAT16, (-1, 1, 28, 28)).add("t", DataType.INT64, (-1,))
+
+    def infer(self, feed, check_inputs=True):
+        assert feed["x"].dtype == np.float16 and feed["t"].dtype == np.int64
+        if len(feed["x"]) > len(self.buffer):
+            raise RuntimeError("input shape is outside the profile's range")
+        self.buffer[: len(feed["x"])] = feed["x"]
+        return {"eps": self.buffer[: len(feed["x"])]}
+
+
+def test_the_tensorrt_runner_casts_inputs_copies_outputs_and_names_its_engine_in_errors(monkeypatch):
+    import sys
+    import types
+
+    import polygraphy.backend.trt as trt_backend
+
+    from diffdefense.runtime.tensorrt_backend import TensorRTRunner
+
+    monkeypatch.setitem(sys.modules, "tensorrt", sys.modules.get("tensorrt") or types.ModuleType("tensorrt"))
+    monkeypatch.setattr(trt_backend, "TrtRunner", FakeTrtRunner)
+    monkeypatch.setattr(trt_backend, "EngineFromBytes", lambda data: data)
+    runner = TensorRTRunner(b"engine bytes", "unet-abc.engine")
+    first = runner.run(np.ones((2, 1, 28, 28)), np.array([3, 3]))
+    runner.run(np.zeros((2, 1, 28, 28)), np.array([3, 3]))
+    assert first.dtype == np.float32 and (first == 1).all()  # not overwritten by the next call's output
+    with pytest.raises(BackendError, match="TensorRT failed while running unet-abc.engine: input shape is outside"):
+        runner.run(np.zeros((8, 1, 28, 28)), np.zeros(8))
+
+
+def test_the_default_engine_profile_covers_the_default_preset_at_the_largest_checked_batch():
+    from diffdefense.settings import PRESETS
+
+    profile = BatchProfile()
+    assert profile.opt == 8 * PRESETS["default"].num_candidates and profile.max >= 4096
