@@ -42,6 +42,9 @@ class FrameResult:
     warm: bool
 
 
+CAP_PROP_FPS = 5  # cv2.CAP_PROP_FPS, so that a capture wrapper needs no OpenCV
+
+
 def open_capture(source):
     """cv2.VideoCapture for a camera index (an int or a string of digits), a GStreamer pipeline (a string with '!'),
     or a video file; StreamError if it does not open. An object that already has a capture's read(), get() and
@@ -91,7 +94,10 @@ class FrameReader:
         queue = FrameQueue(queue_size, drop_oldest=bool(drop_oldest))
         self.source = source
         self.capture, self.kind = open_capture(source)
-        fps = float(self.capture.get(import_cv2().CAP_PROP_FPS))
+        try:
+            fps = float(self.capture.get(CAP_PROP_FPS))
+        except Exception:  # a wrapper that cannot say: unknown, like a backend's 0 or NaN
+            fps = math.nan
         self.fps = fps if math.isfinite(fps) and fps > 0 else None  # some backends report 0 or NaN when unknown
         self.pace = pace and self.kind == "video file" and self.fps is not None
         live = self.kind != "video file" or self.pace
@@ -119,6 +125,13 @@ class FrameReader:
             error = err
         finally:
             self.queue.close(error)
+            # The reader thread owns the capture and releases it once its last read() has returned: releasing
+            # it from another thread under a blocked read() could crash some OpenCV backends, and a reader that
+            # outlives close()'s wait must still free the camera when it gets out.
+            try:
+                self.capture.release()
+            except Exception:  # a wrapper whose release fails has nothing more to give
+                pass
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray, float]]:
         while True:
@@ -136,10 +149,9 @@ class FrameReader:
         return self.queue.dropped
 
     def close(self) -> None:
+        """Stop reading; the reader thread releases the capture when its current read() returns."""
         self.queue.close()
         self.thread.join(timeout=self.read_timeout)
-        if not self.thread.is_alive():  # releasing under a blocked read() could crash some OpenCV backends
-            self.capture.release()
 
     def __enter__(self) -> FrameReader:
         return self

@@ -139,6 +139,37 @@ def test_a_camera_that_closes_stalls_or_fails_never_hangs(monkeypatch, stall, fa
     assert len(seen) == 3 and time.perf_counter() - started < 5
 
 
+class StallingCapture:
+    """A camera whose read() blocks until woken; counts its releases."""
+
+    def __init__(self) -> None:
+        self.wake, self.releases = threading.Event(), 0
+
+    def read(self):
+        self.wake.wait(10)
+        return False, None
+
+    def get(self, prop):
+        raise RuntimeError("this SDK cannot say its frame rate")
+
+    def release(self):
+        self.releases += 1
+
+
+def test_a_camera_stuck_in_read_is_released_once_when_the_read_returns(monkeypatch):
+    capture = StallingCapture()
+    monkeypatch.setattr(stream_module, "open_capture", lambda source: (capture, "camera"))
+    reader = FrameReader(0, read_timeout=0.2)
+    assert reader.fps is None  # a wrapper that cannot say its frame rate: unknown, not an error
+    reader.close()  # returns after its wait, the reader still blocked in read()
+    assert reader.thread.is_alive() and capture.releases == 0
+    capture.wake.set()
+    reader.thread.join(5)
+    assert not reader.thread.is_alive() and capture.releases == 1
+    reader.close()
+    assert capture.releases == 1
+
+
 def test_a_live_source_drops_stale_frames_while_the_consumer_is_slow(monkeypatch):
     capture = FakeCapture(50)
     monkeypatch.setattr(stream_module, "open_capture", lambda source: (capture, "camera"))

@@ -34,7 +34,7 @@ def defend_command(
     from diffdefense.runtime.inputs import expand_inputs, read_image_file
 
     defender = make_defender(bundle, dataset, preset, provider, threshold)
-    preprocessor = make_preprocessor(roi, invert, value_range, channel_order)
+    preprocessor = make_preprocessor(roi, invert, value_range, channel_order, defender.image_shape[1:])
     rows, per_image = [], []
     for path in expand_inputs(inputs):
         file = read_image_file(path, preprocessor)

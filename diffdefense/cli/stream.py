@@ -66,7 +66,7 @@ def stream_command(
 
     truth_data = _read_truth(truth) if truth else None  # a bad file fails now, not after the whole stream
     defender = make_defender(bundle, dataset, preset, provider, threshold)
-    preprocessor = make_preprocessor(roi, invert, value_range, channel_order)
+    preprocessor = make_preprocessor(roi, invert, value_range, channel_order, defender.image_shape[1:])
     warm = WarmStart(iterations=warm_iterations) if warm_start else None
     results = FrameLog()  # not the FrameResults: they hold every frame
     try:
