@@ -45,16 +45,20 @@ class BatchProfile:
 
 
 def gpu_identity() -> dict[str, str]:
-    """The first GPU's name and compute capability, from nvidia-smi (an engine does not move between GPU models)."""
+    """The name and compute capability of the GPU this process runs on (CUDA's device 0: the first of
+    CUDA_VISIBLE_DEVICES where that is set), from nvidia-smi; an engine does not move between GPU models."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    # nvidia-smi's --id takes an index or a UUID, as CUDA_VISIBLE_DEVICES does (MIG names excepted: left to it).
+    select = [f"--id={visible}"] if visible and not visible.startswith("MIG") else []
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            ["nvidia-smi", *select, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
             capture_output=True,
             text=True,
             timeout=30,
             check=True,
         ).stdout
-    except (FileNotFoundError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
         raise EngineBuildError(
             f"TensorRT engines need an NVIDIA GPU, and nvidia-smi could not name one ({err})."
         ) from err

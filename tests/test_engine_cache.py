@@ -123,3 +123,29 @@ def test_a_gpu_name_with_a_comma_is_read_whole(monkeypatch):
     completed = subprocess.CompletedProcess(args=[], returncode=0, stdout="NVIDIA RTX A6000, Ada, 8.9\n")
     monkeypatch.setattr(engines.subprocess, "run", lambda *args, **kwargs: completed)
     assert engines.gpu_identity() == {"gpu": "NVIDIA RTX A6000, Ada", "compute_capability": "8.9"}
+
+
+@pytest.mark.parametrize(("visible", "expected"), [(None, []), ("2,0", ["--id=2"]), ("GPU-8f2c", ["--id=GPU-8f2c"])])
+def test_the_gpu_asked_about_is_the_one_cuda_uses(monkeypatch, visible, expected):
+    asked = []
+
+    def run(command, **kwargs):
+        asked.append(command)
+        return subprocess.CompletedProcess(args=command, returncode=0, stdout="NVIDIA A100-SXM4-40GB, 8.0\n")
+
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(engines.subprocess, "run", run)
+    assert engines.gpu_identity() == {"gpu": "NVIDIA A100-SXM4-40GB", "compute_capability": "8.0"}
+    assert asked[0][1:-2] == expected
+
+
+def test_nvidia_smi_that_cannot_run_is_a_clear_error(monkeypatch):
+    def run(command, **kwargs):
+        raise PermissionError(13, "Permission denied", "nvidia-smi")
+
+    monkeypatch.setattr(engines.subprocess, "run", run)
+    with pytest.raises(EngineBuildError, match="nvidia-smi could not name one"):
+        engines.gpu_identity()
