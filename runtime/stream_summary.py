@@ -27,7 +27,7 @@ class FrameLog:
     """The FrameRecords of a stream in columns of doubles (8 bytes a field, about 100 a frame): a camera stream has
     no end, and keeping its FrameResults would keep every frame. Iterates as FrameRecords, as summarize reads them."""
 
-    FIELDS = ("index", "label", "attack_flag", "reconstruction_error", "warm")
+    FIELDS = tuple(name for name in FrameRecord._fields if name != "timings")
 
     def __init__(self) -> None:
         self.columns = {name: array("d") for name in (*self.FIELDS, *STAGES)}

@@ -37,7 +37,7 @@ class BatchProfile:
 
     min: int = 1
     opt: int = 96  # 8 images x 12 candidates: the default preset's call at the CLI's batch of 8
-    max: int = 4096  # the largest batch a bundle's graphs are checked for; a call beyond it is a BackendError
+    max: int = 4096  # the graphs' dynamic batch range (export/onnx_export.py); a call beyond it is a BackendError
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
@@ -111,24 +111,31 @@ def record_path(engine_path: Path) -> Path:
 
 def stale_reason(engine_path: Path, parts: dict) -> str | None:
     """Why a cached engine must not be used for these parts, or None when it may."""
+    return _check_cached(engine_path, parts)[0]
+
+
+def _check_cached(engine_path: Path, parts: dict) -> tuple[str | None, bytes | None]:
+    """(why the cached engine must not be used, None), or (None, its bytes as read and checked against its record)."""
     if not engine_path.is_file():
-        return "no engine is cached"
+        return "no engine is cached", None
     try:
         record = json.loads(record_path(engine_path).read_text())
     except (OSError, ValueError) as err:
-        return f"its record {record_path(engine_path).name} is missing or unreadable ({err})"
+        return f"its record {record_path(engine_path).name} is missing or unreadable ({err})", None
     built = record.get("parts") if isinstance(record, dict) else None
     if not isinstance(built, dict):
-        return f"its record {record_path(engine_path).name} does not say what it was built for"
+        return f"its record {record_path(engine_path).name} does not say what it was built for", None
     if built != parts:
         changed = sorted(k for k in {*built, *parts} if built.get(k) != parts.get(k))
-        return "it was built for " + ", ".join(f"{k}={built.get(k)!r} (here: {parts.get(k)!r})" for k in changed)
+        reason = "it was built for " + ", ".join(f"{k}={built.get(k)!r} (here: {parts.get(k)!r})" for k in changed)
+        return reason, None
     data = engine_path.read_bytes()
     if len(data) != record.get("bytes") or hashlib.sha256(data).hexdigest() != record.get("sha256"):
         return (
-            f"its {len(data)} bytes are not the {record.get('bytes')} bytes that were built (half-written or changed)"
+            f"its {len(data)} bytes are not the {record.get('bytes')} bytes that were built (half-written or changed)",
+            None,
         )
-    return None
+    return None, data
 
 
 def _input_shapes(data: bytes) -> dict[str, list]:
@@ -179,17 +186,30 @@ def cached_engine(
     fp16: bool = False,
     data: bytes | None = None,
 ) -> Path:
+    """The engine file for this graph on this GPU and TensorRT (verified_engine's path)."""
+    return verified_engine(onnx_path, cache_dir, profile, fp16, data)[0]
+
+
+def verified_engine(
+    onnx_path: Path,
+    cache_dir: Path | None = None,
+    profile: BatchProfile = BatchProfile(),
+    fp16: bool = False,
+    data: bytes | None = None,
+) -> tuple[Path, bytes]:
     """The engine for this graph on this GPU and TensorRT, built on the first call and reused after while its
-    record matches. data: the graph's bytes as load_bundle verified them (onnx_path then only names the engine);
-    without it the file is read once, so the sha256 in the key is that of the bytes the engine is built from."""
+    record matches: its path, and its bytes as built or as read and checked against the record (the bytes to run,
+    so that a file swapped after the check never runs). data: the graph's bytes as load_bundle verified them
+    (onnx_path then only names the engine); without it the file is read once, so the sha256 in the key is that of
+    the bytes the engine is built from."""
     if data is None:
         data = Path(onnx_path).read_bytes()
     onnx_path = Path(onnx_path)
     parts = engine_parts(hashlib.sha256(data).hexdigest(), gpu_identity(), tensorrt_version(), profile, fp16)
     path = (cache_dir or DEFAULT_CACHE) / f"{onnx_path.stem}-{_key(parts)}.engine"
-    reason = stale_reason(path, parts)
+    reason, engine = _check_cached(path, parts)
     if reason is None:
-        return path
+        return path, engine
     if path.exists():
         log.warning("Rebuilding the TensorRT engine %s: %s.", path, reason)
     engine = build_engine(data, profile, fp16, onnx_path.name)
@@ -197,18 +217,4 @@ def cached_engine(
     _write_atomically(path, engine)
     record = {"parts": parts, "bytes": len(engine), "sha256": hashlib.sha256(engine).hexdigest()}
     _write_atomically(record_path(path), json.dumps(record, indent=2).encode())
-    return path
-
-
-def verified_engine(onnx_path: Path, fp16: bool = False, data: bytes | None = None, **kwargs) -> tuple[Path, bytes]:
-    """cached_engine's path and the engine's bytes, read once and checked against its record: the bytes that run
-    are the bytes that were checked, even if the file is swapped afterwards."""
-    path = cached_engine(onnx_path, fp16=fp16, data=data, **kwargs)
-    engine = path.read_bytes()
-    try:
-        record = json.loads(record_path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise EngineBuildError(f"The record of the TensorRT engine {path.name} went missing: {err}.") from err
-    if hashlib.sha256(engine).hexdigest() != record.get("sha256"):
-        raise EngineBuildError(f"The TensorRT engine {path.name} changed on disk after it was checked.")
     return path, engine

@@ -125,6 +125,17 @@ def test_a_gpu_name_with_a_comma_is_read_whole(monkeypatch):
     assert engines.gpu_identity() == {"gpu": "NVIDIA RTX A6000, Ada", "compute_capability": "8.9"}
 
 
+def test_the_engine_bytes_given_to_run_are_those_built_or_checked(machine, monkeypatch):
+    state, onnx_path, cache = machine
+    path, built = engines.verified_engine(onnx_path, cache)
+    assert built == path.read_bytes() == b"engine of unet.onnx for NVIDIA H100 80GB HBM3, TensorRT 10.9.0"
+    reads = []
+    read_bytes = engines.Path.read_bytes
+    monkeypatch.setattr(engines.Path, "read_bytes", lambda self: reads.append(self.name) or read_bytes(self))
+    assert engines.verified_engine(onnx_path, cache) == (path, built)
+    assert reads.count(path.name) == 1  # read once: the bytes checked against the record are the bytes returned
+
+
 @pytest.mark.parametrize(("visible", "expected"), [(None, []), ("2,0", ["--id=2"]), ("GPU-8f2c", ["--id=GPU-8f2c"])])
 def test_the_gpu_asked_about_is_the_one_cuda_uses(monkeypatch, visible, expected):
     asked = []

@@ -51,14 +51,22 @@ def models_accuracy(dataset, arch, data_root, as_json) -> None:
 
 
 @models.command("stats")
+@click.option(
+    "--channels",
+    type=click.IntRange(min=8),
+    nargs=3,
+    default=None,
+    help="Measure a U-Net of these widths (as `train ddpm --channels`) instead of the shipped one's.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def models_stats(as_json) -> None:
+def models_stats(channels, as_json) -> None:
     """The U-Net's parameter count and FLOPs per image."""
     import json
 
+    from diffdefense.training.models import UNet
     from diffdefense.training.quality import unet_size
 
-    size = unet_size()
+    size = unet_size(UNet(channels=tuple(channels)) if channels else None)
     if as_json:
         click.echo(json.dumps(size))
     else:
