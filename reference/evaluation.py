@@ -200,28 +200,38 @@ def run_evaluation(config: EvaluationConfig, out_dir: Path, data_root: Path | No
     return {"record": record, "curves": curves, "examples": _examples(images, attacks_cache, cache, config, shape)}
 
 
+def chosen_adaptive_budgets(config: EvaluationConfig) -> list:
+    """The adaptive attacks a run makes: both gradients' budgets at each eps, less those not chosen; none when
+    adaptive_images is 0. Their names are the report's rows."""
+    if not config.adaptive_images:
+        return []
+    return [
+        budget
+        for eps in config.adaptive_eps
+        for budget in adaptive_budgets(eps, config.adaptive_steps, config.eot_iter)
+        if budget.gradient in config.adaptive_gradients
+    ]
+
+
 def _adaptive(config, cache, classifier, defense, images, labels, defended) -> dict:
     n = min(config.adaptive_images, len(images))
     out = {}
-    for eps in config.adaptive_eps:
-        for budget in adaptive_budgets(eps, config.adaptive_steps, config.eot_iter):
-            if budget.gradient not in config.adaptive_gradients:
-                continue
-            # the whole budget in the name, so a cached attack is never reused for another budget
-            tag = f"adaptive_{budget.gradient}_eps_{eps}_steps_{budget.steps}_eot_{budget.eot_iter}"
-            adversarial = cache.get(
-                f"adversarial_{tag}",
-                lambda b=budget: run_adaptive(
-                    b, classifier, defense, torch.from_numpy(images[:n]), torch.from_numpy(labels[:n]), config.seed
-                ).numpy(),
-            )
-            recon, _ = defended(tag, adversarial)
-            out[budget.name] = {
-                "images": n,
-                "budget": budget.to_dict(),
-                "accuracy_no_defense": float((predict(classifier, adversarial) == labels[:n]).mean()),
-                "accuracy_defended": float((predict(classifier, recon) == labels[:n]).mean()),
-            }
+    for budget in chosen_adaptive_budgets(config):
+        # the whole budget in the name, so a cached attack is never reused for another budget
+        tag = f"adaptive_{budget.gradient}_eps_{budget.eps}_steps_{budget.steps}_eot_{budget.eot_iter}"
+        adversarial = cache.get(
+            f"adversarial_{tag}",
+            lambda b=budget: run_adaptive(
+                b, classifier, defense, torch.from_numpy(images[:n]), torch.from_numpy(labels[:n]), config.seed
+            ).numpy(),
+        )
+        recon, _ = defended(tag, adversarial)
+        out[budget.name] = {
+            "images": n,
+            "budget": budget.to_dict(),
+            "accuracy_no_defense": float((predict(classifier, adversarial) == labels[:n]).mean()),
+            "accuracy_defended": float((predict(classifier, recon) == labels[:n]).mean()),
+        }
     return out
 
 

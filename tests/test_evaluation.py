@@ -10,7 +10,7 @@ pytest.importorskip("torchattacks", reason="install it with tools/install.sh")
 
 import diffdefense.reference.evaluation as evaluation  # noqa: E402
 from diffdefense.reference.evaluation import EvaluationConfig, pick_indices, run_evaluation  # noqa: E402
-from diffdefense.reference.report import write_report  # noqa: E402
+from diffdefense.reference.report import rows_a_run_would_drop, write_report  # noqa: E402
 from diffdefense.schedule import NoiseSchedule  # noqa: E402
 from diffdefense.settings import DefenseSettings  # noqa: E402
 from diffdefense.training.models import UNet  # noqa: E402
@@ -58,6 +58,19 @@ def test_report_is_written_and_an_interrupted_run_resumes_from_the_cache(
         and adaptive["EOT-PGD (true gradient) eps 0.1"]["budget"]["eot_iter"] == 2
     )
 
+    # What a narrower run into the same folder would drop: it is named row by row, and the full run drops none.
+    folder = tmp_path / "report"
+    assert rows_a_run_would_drop(folder, config) == []
+    assert rows_a_run_would_drop(folder, replace(config, attacks=("PGD",), black_box=False)) == [
+        "white_box FGSM",
+        "black_box FGSM",
+        "black_box PGD",
+    ]
+    assert rows_a_run_would_drop(folder, replace(config, adaptive_gradients=("bpda",))) == [
+        "adaptive EOT-PGD (true gradient) eps 0.1"
+    ]
+    assert len(rows_a_run_would_drop(folder, replace(config, adaptive_images=0))) == 2
+
     def no_more_work(*args, **kwargs):
         raise AssertionError("a cached result was computed again")
 
@@ -93,3 +106,25 @@ def test_adaptive_attacks_can_be_chosen(tiny_data_root, tmp_path, small_unet):
     )
     record = run_evaluation(config, tmp_path / "report", tiny_data_root)["record"]
     assert set(record["results"]["adaptive"]) == {"BPDA-PGD eps 0.1"}
+
+
+def test_the_cli_refuses_a_run_that_would_drop_rows_of_a_report_before_any_work(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from diffdefense.cli import main
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the evaluation ran")
+
+    monkeypatch.setattr(evaluation, "run_evaluation", no_work)
+    record = {"results": {"clean": {}, "white_box": {"FGSM": {}, "EAD": {}}, "black_box": {}}}
+    (tmp_path / "results.json").write_text(json.dumps(record))
+    args = ["evaluate", "--attack", "FGSM", "--no-black-box", "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "would not write again: white_box EAD" in result.output
+    assert "--replace" in result.output and json.loads((tmp_path / "results.json").read_text()) == record
+    result = CliRunner().invoke(main, [*args, "--replace"])  # told to: it goes on to the evaluation
+    assert isinstance(result.exception, AssertionError) and "the evaluation ran" in str(result.exception)
+    (tmp_path / "results.json").write_text("{not json")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "could not be read" in result.output

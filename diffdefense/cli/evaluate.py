@@ -46,6 +46,11 @@ from diffdefense.cli.common import (
     required=True,
     help="Report folder; its cache/ makes an interrupted run resume.",
 )
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Rewrite a report folder even where this run leaves out rows that its results.json holds.",
+)
 def evaluate_command(
     dataset,
     preset,
@@ -60,10 +65,11 @@ def evaluate_command(
     seed,
     data_root,
     out,
+    replace,
 ) -> None:
     """Attack the classifier, defend, and write a report (JSON, markdown table, ROC curves, example grids)."""
     from diffdefense.reference.evaluation import EvaluationConfig, run_evaluation
-    from diffdefense.reference.report import write_report
+    from diffdefense.reference.report import rows_a_run_would_drop, write_report
     from diffdefense.settings import PRESETS
 
     config = EvaluationConfig(
@@ -80,6 +86,15 @@ def evaluate_command(
         **({"adaptive_gradients": tuple(adaptive_gradients)} if adaptive_gradients else {}),
         **({"attacks": tuple(attacks)} if attacks else {}),
     )
+    try:
+        dropped = rows_a_run_would_drop(out, config)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    if dropped and not replace:
+        raise click.ClickException(
+            f"{out / 'results.json'} holds rows this run would not write again: {', '.join(dropped)}. Run them too "
+            "(sets still in its cache/ are reused), write to another --out, or pass --replace to drop them."
+        )
     click.echo(f"Report: {write_report(run_evaluation(config, out, data_root), out)}")
 
 
