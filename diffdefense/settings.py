@@ -9,7 +9,7 @@ from typing import Literal
 
 GradientMode = Literal["straight-through", "full"]
 OutputMap = Literal["clip", "sigmoid"]
-LatentInit = Literal["noise", "input"]
+LatentInit = Literal["noise", "input", "blank"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,10 @@ class DefenseSettings:
     fresh_noise: draw new step noise n_t for every run (the official code) instead of fixing it per input.
     latent_init: 'noise' starts the latents at N(0, I) (the paper); 'input' starts them at the input diffused
         to the chain's start level, sqrt(abar_s) (2 x* - 1) + sqrt(1 - abar_s) n (as SDEdit and DiffPure do),
-        so the optimisation begins from a denoised version of the input rather than from a random image.
+        so the optimisation begins from a denoised version of the input rather than from a random image;
+        'blank' starts them at an empty canvas (all background) diffused there, sqrt(1 - abar_s) n - sqrt(abar_s),
+        so that the chain's first output is near background everywhere and the official optimiser's large update
+        thresholds the input near 0.5 rather than at the levels of a random image's strokes.
     seed: seeds the latents and the step noise.
     """
 
@@ -126,7 +129,7 @@ _REALS = {
 _CHOICES = {
     "gradient": ("straight-through", "full"),
     "output_map": ("clip", "sigmoid"),
-    "latent_init": ("noise", "input"),
+    "latent_init": ("noise", "input", "blank"),
 }
 
 

@@ -87,6 +87,9 @@ class ReferenceDefense:
             c0, c1 = (float(c) for c in self.schedule.q_sample_coefficients(np.array(s.start_step)))
             z = c0 * (2.0 * target - 1.0) + c1 * z
             z = z if differentiable else z.detach()
+        elif s.latent_init == "blank":  # an empty canvas (all background, -1) diffused to the start level
+            c0, c1 = (float(c) for c in self.schedule.q_sample_coefficients(np.array(s.start_step)))
+            z = c1 * z - c0
         z = z.requires_grad_(True) if not z.requires_grad else z
         adam = FunctionalAdam(s.adam_betas)
         rates = s.learning_rates()

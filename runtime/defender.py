@@ -108,7 +108,8 @@ class Defender:
         self.settings = settings
         schedule = NoiseSchedule(np.array(manifest["schedule"]["betas"]))
         self.chain = reverse_chain(schedule, settings.start_step, settings.num_steps, settings.eta)
-        # latent_init 'input': z = c0 (2 x* - 1) + c1 n, the input diffused to the chain's start level
+        # latent_init 'input': z = c0 (2 x* - 1) + c1 n, the input diffused to the chain's start level; 'blank':
+        # z = c1 n - c0, an empty canvas (all background, -1 on the model's scale) diffused to it
         self.start_coefficients = tuple(float(c) for c in schedule.q_sample_coefficients(np.array(settings.start_step)))
         self.gain = float(np.prod(self.chain.a))
         # Python floats: numpy float64 scalars would promote the float32 arrays to float64 (NEP 50).
@@ -159,6 +160,9 @@ class Defender:
         if s.latent_init == "input":
             c0, c1 = self.start_coefficients
             latents = c0 * (2.0 * images[:, None] - 1.0) + c1 * latents
+        elif s.latent_init == "blank":
+            c0, c1 = self.start_coefficients
+            latents = c1 * latents - c0
         if initial_latents is not None:
             latents = latents.copy()
             latents[:, : initial_latents.shape[1]] = initial_latents

@@ -184,3 +184,16 @@ def test_settings_survive_a_json_round_trip_and_unknown_keys_are_refused():
     assert DefenseSettings.from_dict(json.loads(json.dumps(paper.to_dict()))) == paper
     with pytest.raises(ValueError, match="unknown keys \\['steps'\\]"):
         DefenseSettings.from_dict({"steps": 3})
+
+
+@pytest.mark.parametrize("init", ["noise", "input", "blank"])
+def test_latent_inits_start_where_their_settings_say(unet, init):
+    """With L = 1 nothing updates the latents, so the chosen candidate's latent is its starting point."""
+    settings = small(iterations=1, latent_init=init)
+    images = torch.rand(2, 1, 28, 28)
+    result = ReferenceDefense(unet, SCHEDULE, settings).reconstruct(images)
+    noise = torch.from_numpy(draw(settings, 2).latents)  # (B, R, 1, 28, 28)
+    c0, c1 = (float(c) for c in SCHEDULE.q_sample_coefficients(np.array(settings.start_step)))
+    start = {"noise": noise, "input": c0 * (2 * images[:, None] - 1) + c1 * noise, "blank": c1 * noise - c0}[init]
+    best = result.candidate_losses.argmin(1)
+    torch.testing.assert_close(result.latent, start[torch.arange(2), best], rtol=1e-6, atol=1e-6)
