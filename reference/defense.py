@@ -83,13 +83,11 @@ class ReferenceDefense:
         draws = draws or draw(s, batch, shape)
         target = images.repeat_interleave(s.num_candidates, dim=0)  # (B R, 1, 28, 28), candidates of an image together
         z = torch.from_numpy(draws.latents.reshape(-1, *shape).copy()).to(images.dtype)
-        if s.latent_init == "input":  # the input diffused to the start level: x_s = c0 (2 x* - 1) + c1 n
+        if s.latent_init != "noise":  # a canvas diffused to the start level, x_s = c0 (2 x - 1) + c1 n: the input
             c0, c1 = (float(c) for c in self.schedule.q_sample_coefficients(np.array(s.start_step)))
-            z = c0 * (2.0 * target - 1.0) + c1 * z
+            canvas = target if s.latent_init == "input" else 0.0  # or all background ('blank')
+            z = c0 * (2.0 * canvas - 1.0) + c1 * z
             z = z if differentiable else z.detach()
-        elif s.latent_init == "blank":  # an empty canvas (all background, -1) diffused to the start level
-            c0, c1 = (float(c) for c in self.schedule.q_sample_coefficients(np.array(s.start_step)))
-            z = c1 * z - c0
         z = z.requires_grad_(True) if not z.requires_grad else z
         adam = FunctionalAdam(s.adam_betas)
         rates = s.learning_rates()

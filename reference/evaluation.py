@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from diffdefense.data import load_dataset
-from diffdefense.reference.adaptive import adaptive_budgets, run_adaptive
+from diffdefense.reference.adaptive import AdaptiveBudget, adaptive_budgets, run_adaptive
 from diffdefense.reference.attacks import ATTACKS, run_attack
 from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.reference.detection import evaluate_detection
@@ -200,7 +200,7 @@ def run_evaluation(config: EvaluationConfig, out_dir: Path, data_root: Path | No
     return {"record": record, "curves": curves, "examples": _examples(images, attacks_cache, cache, config, shape)}
 
 
-def chosen_adaptive_budgets(config: EvaluationConfig) -> list:
+def chosen_adaptive_budgets(config: EvaluationConfig) -> list[AdaptiveBudget]:
     """The adaptive attacks a run makes: both gradients' budgets at each eps, less those not chosen; none when
     adaptive_images is 0. Their names are the report's rows."""
     if not config.adaptive_images:
@@ -211,6 +211,26 @@ def chosen_adaptive_budgets(config: EvaluationConfig) -> list:
         for budget in adaptive_budgets(eps, config.adaptive_steps, config.eot_iter)
         if budget.gradient in config.adaptive_gradients
     ]
+
+
+def rows_a_run_would_drop(out_dir: Path, config: EvaluationConfig) -> list[str]:
+    """The rows of out_dir's results.json that a run of config would not write again.
+
+    A report folder is rewritten whole, and the adversarial sets behind a dropped row may have gone with a cache
+    that is never committed, so the CLI refuses such a run before it starts."""
+    path = out_dir / "results.json"
+    if not path.is_file():
+        return []
+    try:
+        results = json.loads(path.read_text())["results"]
+        written = {
+            "white_box": set(config.attacks),
+            "black_box": set(config.attacks) if config.black_box else set(),
+            "adaptive": {budget.name for budget in chosen_adaptive_budgets(config)},
+        }
+        return [f"{part} {row}" for part, rows in written.items() for row in results.get(part) or {} if row not in rows]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"Expected {path} to be a report's results.json, but it could not be read: {err!r}") from err
 
 
 def _adaptive(config, cache, classifier, defense, images, labels, defended) -> dict:

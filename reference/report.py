@@ -126,28 +126,6 @@ def plot_examples(examples: dict[str, np.ndarray], path: Path) -> None:
     plt.close(fig)
 
 
-def rows_a_run_would_drop(out_dir: Path, config) -> list[str]:
-    """The rows of out_dir's results.json that a run of config (an EvaluationConfig) would not write again.
-
-    A report folder is rewritten whole, and the adversarial sets behind a dropped row may have gone with a cache
-    that is never committed, so the CLI refuses such a run before it starts."""
-    from diffdefense.reference.evaluation import chosen_adaptive_budgets
-
-    path = out_dir / "results.json"
-    if not path.is_file():
-        return []
-    try:
-        results = json.loads(path.read_text())["results"]
-        written = {
-            "white_box": set(config.attacks),
-            "black_box": set(config.attacks) if config.black_box else set(),
-            "adaptive": {budget.name for budget in chosen_adaptive_budgets(config)},
-        }
-        return [f"{part} {row}" for part, rows in written.items() for row in results.get(part) or {} if row not in rows]
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"Expected {path} to be a report's results.json, but it could not be read: {err!r}") from err
-
-
 def write_report(evaluation: dict, out_dir: Path) -> Path:
     record = evaluation["record"]
     out_dir.mkdir(parents=True, exist_ok=True)

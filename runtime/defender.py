@@ -108,8 +108,7 @@ class Defender:
         self.settings = settings
         schedule = NoiseSchedule(np.array(manifest["schedule"]["betas"]))
         self.chain = reverse_chain(schedule, settings.start_step, settings.num_steps, settings.eta)
-        # latent_init 'input': z = c0 (2 x* - 1) + c1 n, the input diffused to the chain's start level; 'blank':
-        # z = c1 n - c0, an empty canvas (all background, -1 on the model's scale) diffused to it
+        # latent_init 'input' and 'blank': z = c0 (2 x - 1) + c1 n, a canvas x diffused to the chain's start level
         self.start_coefficients = tuple(float(c) for c in schedule.q_sample_coefficients(np.array(settings.start_step)))
         self.gain = float(np.prod(self.chain.a))
         # Python floats: numpy float64 scalars would promote the float32 arrays to float64 (NEP 50).
@@ -157,12 +156,10 @@ class Defender:
         n = batch * s.num_candidates
         target = np.repeat(images, s.num_candidates, axis=0)
         latents = draws.latents
-        if s.latent_init == "input":
+        if s.latent_init != "noise":  # a canvas diffused to the start level: the input, or all background (0)
             c0, c1 = self.start_coefficients
-            latents = c0 * (2.0 * images[:, None] - 1.0) + c1 * latents
-        elif s.latent_init == "blank":
-            c0, c1 = self.start_coefficients
-            latents = c1 * latents - c0
+            canvas = images[:, None] if s.latent_init == "input" else 0.0
+            latents = c0 * (2.0 * canvas - 1.0) + c1 * latents
         if initial_latents is not None:
             latents = latents.copy()
             latents[:, : initial_latents.shape[1]] = initial_latents

@@ -9,8 +9,13 @@ import torch
 pytest.importorskip("torchattacks", reason="install it with tools/install.sh")
 
 import diffdefense.reference.evaluation as evaluation  # noqa: E402
-from diffdefense.reference.evaluation import EvaluationConfig, pick_indices, run_evaluation  # noqa: E402
-from diffdefense.reference.report import rows_a_run_would_drop, write_report  # noqa: E402
+from diffdefense.reference.evaluation import (  # noqa: E402
+    EvaluationConfig,
+    pick_indices,
+    rows_a_run_would_drop,
+    run_evaluation,
+)
+from diffdefense.reference.report import write_report  # noqa: E402
 from diffdefense.schedule import NoiseSchedule  # noqa: E402
 from diffdefense.settings import DefenseSettings  # noqa: E402
 from diffdefense.training.models import UNet  # noqa: E402

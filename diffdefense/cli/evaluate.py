@@ -68,8 +68,8 @@ def evaluate_command(
     replace,
 ) -> None:
     """Attack the classifier, defend, and write a report (JSON, markdown table, ROC curves, example grids)."""
-    from diffdefense.reference.evaluation import EvaluationConfig, run_evaluation
-    from diffdefense.reference.report import rows_a_run_would_drop, write_report
+    from diffdefense.reference.evaluation import EvaluationConfig, rows_a_run_would_drop, run_evaluation
+    from diffdefense.reference.report import write_report
     from diffdefense.settings import PRESETS
 
     config = EvaluationConfig(
