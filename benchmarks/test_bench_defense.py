@@ -4,7 +4,8 @@ same settings, in one run (pytest-benchmark; not in the default test run).
     python -m pytest benchmarks/test_bench_defense.py --benchmark-json benchmarks/results/defense_cpu.json
 
 Each round defends the same 8 MNIST test images with the shipped bundle and weights, either as one batch or one
-image at a time (batch 1: a camera pipeline's frame by frame); extra_info holds milliseconds per image.
+image at a time (batch 1: a camera pipeline's frame by frame); extra_info holds milliseconds per image. The same run
+measures the CPU's float32 matrix-product rate, the ceiling that tools/speedup_table.py sets beside them.
 """
 
 import numpy as np
@@ -17,6 +18,7 @@ from diffdefense.runtime.defender import Defender
 from diffdefense.settings import PRESETS
 from diffdefense.shipped import BUNDLES_DIR
 from diffdefense.training.loading import load_classifier, load_unet
+from diffdefense.training.quality import unet_size
 
 BATCH_SIZES = (BATCH, 1)
 
@@ -67,3 +69,25 @@ def test_reference_pytorch_cpu(benchmark, images, preset, batch_size):
     labels = benchmark.pedantic(defend_and_classify, rounds=3, warmup_rounds=1)
     record(benchmark, batch_size, preset=preset, backend="reference PyTorch CPU", threads=torch.get_num_threads())
     assert labels.shape == (BATCH,)
+
+
+@pytest.mark.parametrize("library", ["torch", "numpy"])
+def test_sgemm_peak(benchmark, library):
+    """The float32 rate this CPU attains at its best (a 2048 x 2048 matrix product, all threads, through torch's and
+    numpy's BLAS; tools/speedup_table.py takes the faster), and the U-Net's FLOPs per evaluation: together the least
+    time any backend needs per image at a preset, whatever its kernels (the U-Net's small convolutions reach less
+    than a large matrix product does)."""
+    n = 2048
+    a, b = torch.randn(n, n, generator=torch.Generator().manual_seed(0)), torch.randn(n, n)
+    multiply = torch.mm if library == "torch" else np.matmul
+    if library == "numpy":
+        a, b = a.numpy(), b.numpy()
+    benchmark.pedantic(multiply, args=(a, b), rounds=5, warmup_rounds=1)
+    benchmark.extra_info.update(
+        backend="sgemm float32",
+        library=library,
+        gflops=2 * n**3 / benchmark.stats.stats.min / 1e9,
+        unet_flops_per_evaluation=unet_size(load_unet("mnist")[0])["flops_per_image"],
+        threads=torch.get_num_threads(),
+    )
+    assert benchmark.extra_info["gflops"] > 0
