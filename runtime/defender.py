@@ -137,6 +137,16 @@ class Defender:
         """Which implementation runs the elementwise steps: 'cuda' (the device loop), 'cpp_ext' or 'numpy'."""
         return self.device_loop.name if self.device_loop is not None else self.steps.name
 
+    def start_latents(self, images: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """The candidates' starting latents (B, R, 1, 28, 28) from their drawn noise: the noise itself ('noise'), or a
+        canvas diffused to the chain's start level, c0 (2 x - 1) + c1 n, with x the input ('input') or all
+        background, 0 ('blank')."""
+        if self.settings.latent_init == "noise":
+            return noise
+        c0, c1 = self.start_coefficients
+        canvas = images[:, None] if self.settings.latent_init == "input" else 0.0
+        return c0 * (2.0 * canvas - 1.0) + c1 * noise
+
     def reconstruct(
         self, images: np.ndarray, initial_latents: np.ndarray | None = None, iterations: int | None = None
     ) -> Reconstruction:
@@ -155,11 +165,7 @@ class Defender:
         draws = draw(s, batch, self.image_shape)
         n = batch * s.num_candidates
         target = np.repeat(images, s.num_candidates, axis=0)
-        latents = draws.latents
-        if s.latent_init != "noise":  # a canvas diffused to the start level: the input, or all background (0)
-            c0, c1 = self.start_coefficients
-            canvas = images[:, None] if s.latent_init == "input" else 0.0
-            latents = c0 * (2.0 * canvas - 1.0) + c1 * latents
+        latents = self.start_latents(images, draws.latents)
         if initial_latents is not None:
             latents = latents.copy()
             latents[:, : initial_latents.shape[1]] = initial_latents

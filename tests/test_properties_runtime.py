@@ -313,10 +313,7 @@ def test_initial_latents_go_to_the_first_candidates(defender, batch, k, dtype):
     """Starting candidates at the latents they would have been drawn at changes nothing, bit for bit; starting them
     elsewhere changes the answer (so the latents are used, and in the right slots)."""
     images = SAMPLES[4 : 4 + batch]
-    drawn = draw(CHEAP, batch).latents[:, :k]
-    if CHEAP.latent_init == "blank":  # the default's start: the drawn noise on an empty canvas, diffused
-        c0, c1 = defender.start_coefficients
-        drawn = c0 * (2.0 * 0.0 - 1.0) + c1 * drawn
+    drawn = defender.start_latents(images, draw(CHEAP, batch).latents)[:, :k]
     plain = defender(images)
     assert same_bits(plain, defender(images, initial_latents=drawn.astype(dtype)))
     moved = defender(images, initial_latents=drawn + 1.0)
