@@ -1,6 +1,6 @@
 """Where the runtime's time goes: the shipped U-Net under onnxruntime's own profiler, per operator type.
 
-python tools/profile_unet.py --bundle diffdefense/bundles/mnist --batch 96 --out docs/results/unet_profile_cpu.json
+python tools/profile_unet.py --batch 96 --out docs/results/unet_profile_cpu_batch96.json
 
 The batch is what one U-Net call of the `default` preset carries for 8 images (8 x 12 candidates). onnxruntime
 rewrites the graph before it runs it (on x86: convolutions in its blocked NCHWc layout, ReorderInput/ReorderOutput
@@ -54,9 +54,16 @@ def profile_graph(graph: bytes, batch: int, calls: int, threads: int, seed: int)
 
     rng = np.random.default_rng(seed)
     feed = {"x": rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), "t": np.full(batch, 14, dtype=np.int64)}
-    plain = onnxruntime.SessionOptions()
-    plain.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(graph, plain, providers=["CPUExecutionProvider"])
+
+    def cpu_session(profile_prefix: str | None = None):
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    session = cpu_session()
     for _ in range(2):
         session.run(None, feed)
     start = time.perf_counter()
@@ -65,15 +72,11 @@ def profile_graph(graph: bytes, batch: int, calls: int, threads: int, seed: int)
     wall_ms = (time.perf_counter() - start) / calls * 1e3
 
     with tempfile.TemporaryDirectory() as folder:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(folder, "unet")
-        profiled = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        profiled = cpu_session(os.path.join(folder, "unet"))
         for _ in range(calls):
             profiled.run(None, feed)
         events = json.loads(Path(profiled.end_profiling()).read_text())
-    # The profiled session's first call includes its own warm-up; the shares are over all of them alike.
+    # The profiled session is not warmed up: its first call's one-off costs are in the shares, spread over `calls`.
     rows = op_time_shares(events, calls)
     convolution = sum(row["share"] for row in rows if row["op"] in CONVOLUTION_OPS)
     return dict(rows=rows, convolution_share=convolution, wall_ms_per_call=wall_ms)
