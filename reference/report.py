@@ -7,11 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
+from diffdefense.reference.intervals import accuracy_interval
 from diffdefense.reference.paper_numbers import PAPER_DETECTION_AUROC, PAPER_NO_DEFENSE_ACCURACY, PAPER_ROBUST_ACCURACY
 
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
+
+
+def _interval(accuracy: float, images: int) -> str:
+    low, high = accuracy_interval(accuracy, images)
+    return f"{_pct(low)}-{_pct(high)}"
 
 
 def markdown_table(record: dict) -> str:
@@ -34,14 +40,18 @@ def markdown_table(record: dict) -> str:
         "",
     ]
     paper = record["dataset"] == "mnist"
+    images = len(record["indices"])
     for setting, title in (
         ("white_box", "White box (attacks built on Model A)"),
         ("black_box", "Black box (transferred from Model B)"),
     ):
         if not r.get(setting):
             continue
-        head = "| attack | no defence | DiffDefense | threshold 0.5 | detection AUROC | detected at 5 % clean FPR |"
-        rule = "| --- | --- | --- | --- | --- | --- |"
+        head = (
+            "| attack | no defence | DiffDefense | DiffDefense 95 % CI | threshold 0.5 | detection AUROC "
+            "| detected at 5 % clean FPR |"
+        )
+        rule = "| --- | --- | --- | --- | --- | --- | --- |"
         if paper and setting == "white_box":
             head += " paper: no defence | paper: DiffDefense | paper: AUROC |"
             rule += " --- | --- | --- |"
@@ -49,7 +59,8 @@ def markdown_table(record: dict) -> str:
         for attack, v in r[setting].items():
             thresholded = _pct(v["accuracy_binarized"]) if "accuracy_binarized" in v else "-"
             row = (
-                f"| {attack} | {_pct(v['accuracy_no_defense'])} | {_pct(v['accuracy_defended'])} | {thresholded} | "
+                f"| {attack} | {_pct(v['accuracy_no_defense'])} | {_pct(v['accuracy_defended'])} | "
+                f"{_interval(v['accuracy_defended'], images)} | {thresholded} | "
                 f"{v['detection_auroc']:.3f} | {_pct(v['detection_rate_at_5pct_fpr'])} |"
             )
             if paper and setting == "white_box":
@@ -67,21 +78,25 @@ def markdown_table(record: dict) -> str:
             "defence's gradient taken as the identity. True gradient: PGD through the whole unrolled optimisation "
             "(the U-Net included), averaged over EOT draws of the defence's randomness.",
             "",
-            "| attack | images | eps | step | steps | EOT draws | no defence | DiffDefense |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| attack | images | eps | step | steps | EOT draws | no defence | DiffDefense | DiffDefense 95 % CI |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for name, v in r["adaptive"].items():
             b = v["budget"]
             lines.append(
                 f"| {name} | {v['images']} | {b['eps']} | {b['alpha']:.4f} | {b['steps']} | {b['eot_iter']} | "
-                f"{_pct(v['accuracy_no_defense'])} | {_pct(v['accuracy_defended'])} |"
+                f"{_pct(v['accuracy_no_defense'])} | {_pct(v['accuracy_defended'])} | "
+                f"{_interval(v['accuracy_defended'], v['images'])} |"
             )
         lines.append("")
     lines += [
         "Paper numbers: DESIGN section 1 (read off the official repository's figure, +-0.5 point).",
         "Threshold 0.5: Model A on the attacked images with every pixel thresholded at 0.5, no diffusion at all: "
         "the baseline any purifier of MNIST against L-inf attacks should be read against.",
-        "Every number above is in results.json with the sample indices, settings and versions.",
+        "95 % CI: the Wilson score interval of the defended accuracy as a proportion of the images evaluated (scipy): "
+        "the sampling error of this subset alone; differences inside it are not resolved by this many images.",
+        "Every number above is in results.json with the sample indices, settings and versions (the intervals are "
+        "computed from it).",
         "",
     ]
     return "\n".join(lines)
@@ -134,3 +149,17 @@ def write_report(evaluation: dict, out_dir: Path) -> Path:
     plot_roc(evaluation["curves"], out_dir / "roc.png", f"{record['dataset']}: detection by reconstruction error")
     plot_examples(evaluation["examples"], out_dir / "examples.png")
     return out_dir / "report.md"
+
+
+def rewrite_markdown(out_dir: Path) -> Path:
+    """report.md again from the folder's results.json alone (no attack or defence is rerun), for a report made
+    before the table's layout last changed."""
+    results = Path(out_dir) / "results.json"
+    if not results.is_file():
+        raise ValueError(f"Expected a report folder holding results.json, but {results} does not exist.")
+    try:
+        record = json.loads(results.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"Expected {results} to hold JSON, but it does not: {err}.") from err
+    (Path(out_dir) / "report.md").write_text(markdown_table(record))
+    return Path(out_dir) / "report.md"

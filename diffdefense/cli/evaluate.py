@@ -98,6 +98,19 @@ def evaluate_command(
     click.echo(f"Report: {write_report(run_evaluation(config, out, data_root), out)}")
 
 
+@main.command("report")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+def report_command(folders) -> None:
+    """Rewrite each report folder's report.md from its results.json (no attack or defence is rerun)."""
+    from diffdefense.reference.report import rewrite_markdown
+
+    for folder in folders:
+        try:
+            click.echo(f"Report: {rewrite_markdown(folder)}")
+        except ValueError as err:
+            raise click.ClickException(str(err)) from err
+
+
 @main.command("export")
 @dataset_option
 @click.option(
