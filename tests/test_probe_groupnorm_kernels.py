@@ -1,0 +1,45 @@
+"""tools/probe_groupnorm_kernels.py: which GroupNorm kernels onnxruntime's CPU provider has."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "probe_groupnorm_kernels.py"
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("probe_groupnorm_kernels", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_numpy_oracle_is_torchs_group_norm():
+    tool = load_tool()
+    rng = np.random.default_rng(0)
+    x, gamma, beta = rng.standard_normal(tool.SHAPE), rng.standard_normal(tool.SHAPE[1]), rng.standard_normal(16)
+    expected = torch.nn.functional.group_norm(
+        torch.from_numpy(x), tool.GROUPS, torch.from_numpy(gamma), torch.from_numpy(beta), tool.EPSILON
+    )
+    np.testing.assert_allclose(tool.group_norm(x, gamma, beta, silu=False), expected.numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        tool.group_norm(x, gamma, beta, silu=True), torch.nn.functional.silu(expected).numpy(), atol=1e-12
+    )
+
+
+def test_every_candidate_either_runs_right_or_says_why_not(tmp_path):
+    out = tmp_path / "kernels.json"
+    result = CliRunner().invoke(load_tool().main, ["--out", str(out)])
+    assert result.exit_code == 0, result.output
+    findings = json.loads(out.read_text())["findings"]
+    assert len(findings) == 2
+    for found in findings:
+        assert found["name"] in result.output
+        if found["loads"]:
+            assert found["nodes"] >= 1 and found["max_abs_error"] < 1e-5, found
+        else:
+            assert found["error"], found
