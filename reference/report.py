@@ -154,12 +154,12 @@ def write_report(evaluation: dict, out_dir: Path) -> Path:
 def rewrite_markdown(out_dir: Path) -> Path:
     """report.md again from the folder's results.json alone (no attack or defence is rerun), for a report made
     before the table's layout last changed."""
-    results = Path(out_dir) / "results.json"
+    results, report = Path(out_dir) / "results.json", Path(out_dir) / "report.md"
     if not results.is_file():
         raise ValueError(f"Expected a report folder holding results.json, but {results} does not exist.")
     try:
         record = json.loads(results.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"Expected {results} to hold JSON, but it does not: {err}.") from err
-    (Path(out_dir) / "report.md").write_text(markdown_table(record))
-    return Path(out_dir) / "report.md"
+    report.write_text(markdown_table(record))
+    return report

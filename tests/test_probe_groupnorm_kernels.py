@@ -1,25 +1,16 @@
 """tools/probe_groupnorm_kernels.py: which GroupNorm kernels onnxruntime's CPU provider has."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 from click.testing import CliRunner
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "probe_groupnorm_kernels.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("probe_groupnorm_kernels", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tool_loading import load_tool
 
 
 def test_the_numpy_oracle_is_torchs_group_norm():
-    tool = load_tool()
+    tool = load_tool("probe_groupnorm_kernels")
     rng = np.random.default_rng(0)
     x, gamma, beta = rng.standard_normal(tool.SHAPE), rng.standard_normal(tool.SHAPE[1]), rng.standard_normal(16)
     expected = torch.nn.functional.group_norm(
@@ -33,9 +24,11 @@ def test_the_numpy_oracle_is_torchs_group_norm():
 
 def test_every_candidate_either_runs_right_or_says_why_not(tmp_path):
     out = tmp_path / "kernels.json"
-    result = CliRunner().invoke(load_tool().main, ["--out", str(out)])
+    result = CliRunner().invoke(load_tool("probe_groupnorm_kernels").main, ["--out", str(out)])
     assert result.exit_code == 0, result.output
-    findings = json.loads(out.read_text())["findings"]
+    record = json.loads(out.read_text())
+    assert all(name.endswith(".h") for name in record["package_c_headers"])
+    findings = record["findings"]
     assert len(findings) == 2
     for found in findings:
         assert found["name"] in result.output

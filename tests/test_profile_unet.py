@@ -1,21 +1,14 @@
 """tools/profile_unet.py: onnxruntime's profile of the U-Net, per operator type."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from tests.tool_loading import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "profile_unet.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("profile_unet", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def kernel(op: str, microseconds: float) -> dict:
@@ -24,7 +17,7 @@ def kernel(op: str, microseconds: float) -> dict:
 
 def test_kernel_time_is_summed_per_operator_and_divided_by_the_calls():
     events = [kernel("Conv", 600), kernel("Conv", 200), kernel("Mul", 200), {"cat": "Session", "name": "x", "dur": 9e9}]
-    rows = load_tool().op_time_shares(events, calls=2)
+    rows = load_tool("profile_unet").op_time_shares(events, calls=2)
     assert [(r["op"], r["share"], r["ms_per_call"], r["nodes_per_call"]) for r in rows] == [
         ("Conv", 0.8, 0.4, 1.0),
         ("Mul", 0.2, 0.1, 0.5),
@@ -32,7 +25,7 @@ def test_kernel_time_is_summed_per_operator_and_divided_by_the_calls():
 
 
 def test_a_profile_without_kernels_or_calls_is_refused():
-    tool = load_tool()
+    tool = load_tool("profile_unet")
     with pytest.raises(ValueError, match="kernel events"):
         tool.op_time_shares([{"cat": "Session", "name": "model_run", "dur": 5}], calls=1)
     with pytest.raises(ValueError, match="at least one profiled call"):
@@ -42,7 +35,7 @@ def test_a_profile_without_kernels_or_calls_is_refused():
 def test_the_shipped_unet_profiles_with_its_convolutions_named(tmp_path):
     out = tmp_path / "profile.json"
     result = CliRunner().invoke(
-        load_tool().main,
+        load_tool("profile_unet").main,
         [
             "--bundle",
             str(ROOT / "diffdefense/bundles/mnist"),

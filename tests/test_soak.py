@@ -6,7 +6,6 @@ The full soak, 20,000 frames: nice -n 10 python tools/soak.py --frames 20000 --o
 """
 
 import functools
-import importlib.util
 import json
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from diffdefense.runtime.stream import FrameReader, defend_stream  # noqa: E402
 from diffdefense.runtime.warm_start import WarmStart  # noqa: E402
 from diffdefense.settings import PRESETS  # noqa: E402
 from diffdefense.shipped import bundle_dir  # noqa: E402
+from tests.tool_loading import load_tool  # noqa: E402
 
 SOAK = Path(__file__).resolve().parents[1] / "tools" / "soak.py"
 CHEAP = PRESETS["default"].with_(num_candidates=2, iterations=2)
@@ -33,10 +33,7 @@ FIELDS = ("index", "label", "probability", "reconstruction_error", "warm")
 
 @functools.cache
 def load_soak():
-    spec = importlib.util.spec_from_file_location("soak", SOAK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("soak")
 
 
 def test_a_short_soak_stays_within_its_memory_bound(tmp_path):

@@ -1,19 +1,10 @@
 """tools/speedup_table.py: the runtime-against-reference rows from a benchmark JSON."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 from click.testing import CliRunner
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "speedup_table.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("speedup_table", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tool_loading import load_tool
 
 
 def bench(backend: str, preset: str, batch_size: int, ms: float, **extra) -> dict:
@@ -29,7 +20,7 @@ def test_rows_pair_the_backends_per_preset_and_batch_and_leave_out_a_half_pair(t
         bench("reference PyTorch CPU", "default", 1, 210.0, threads=2),
         bench("runtime onnxruntime CPU", "paper", 8, 120.0, unet_evaluations=300),  # no reference: left out
     ]
-    tool = load_tool()
+    tool = load_tool("speedup_table")
     rows = tool.speedup_rows(benchmarks)
     assert [(r["preset"], r["batch_size"], round(r["ratio"], 3)) for r in rows] == [
         ("default", 8, 1.2),
@@ -56,7 +47,7 @@ def test_a_measured_peak_gives_each_row_its_floor_and_the_largest_possible_ratio
         {"name": "test_sgemm_peak[torch]", "extra_info": {**slower, "threads": 2}},
         {"name": "test_sgemm_peak[numpy]", "extra_info": {**peak, "threads": 2}},
     ]
-    tool = load_tool()
+    tool = load_tool("speedup_table")
     (row,) = tool.speedup_rows(benchmarks)
     # the faster library's rate: 120 evaluations x 50 MFLOP at 100 GFLOP/s, 60 ms at best, so no backend is 2x
     # faster than the 90 ms reference

@@ -7,7 +7,8 @@ python tools/probe_groupnorm_kernels.py --out docs/results/cpu_groupnorm_kernels
 Each candidate is one node on a small seeded input: onnxruntime's contrib `com.microsoft.GroupNorm` (GroupNorm with
 SiLU fused, as diffusion U-Nets use it) and ONNX's own `GroupNormalization` (opset 21). For each: whether a CPU
 session loads it, and if so the nodes onnxruntime runs after its basic rewrites (a function op is expanded into
-primitives) and the largest difference to numpy's GroupNorm.
+primitives) and the largest difference to numpy's GroupNorm. Also: the C headers the installed onnxruntime package
+carries, which a custom-op library adding such a kernel would be built against.
 """
 
 from __future__ import annotations
@@ -97,9 +98,12 @@ def main(out: Path | None) -> None:
                 f"{found['name']}: runs as {found['nodes']} node(s) of {', '.join(found['node_types'])}; "
                 f"max abs error to numpy {found['max_abs_error']:.1e}"
             )
+    headers = sorted(path.name for path in Path(onnxruntime.__file__).parent.rglob("*.h"))
+    click.echo(f"C headers in the onnxruntime package: {', '.join(headers) or 'none'}")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(dict(onnxruntime=onnxruntime.__version__, findings=findings), indent=2) + "\n")
+        record = dict(onnxruntime=onnxruntime.__version__, findings=findings, package_c_headers=headers)
+        out.write_text(json.dumps(record, indent=2) + "\n")
         click.echo(f"Wrote {out}")
 
 
