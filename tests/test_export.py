@@ -9,6 +9,8 @@ import pytest
 
 from diffdefense.runtime.bundle import BundleError, load_bundle
 
+ROLES = ("unet", "unet_vjp", "classifier")
+
 
 @pytest.fixture(scope="module")
 def bundle_dir(exported_bundle):
@@ -128,3 +130,67 @@ def test_vjp_graph_matches_autograd(exported_bundle, batch):
     expected = autograd_vjp(exported_bundle.unet, *map(torch.from_numpy, (x, t, v))).numpy()
     assert np.abs(expected).max() > 0.1  # a product worth comparing
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def racy_scatters(path) -> list[str]:
+    """Scatter nodes that reduce: onnxruntime's CPU kernels split their updates over threads unguarded."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return [
+        node.name or node.op_type
+        for node in graph.node
+        if node.op_type in ("ScatterND", "ScatterElements")
+        and any(a.name == "reduction" and a.s != b"none" for a in node.attribute)
+    ]
+
+
+def test_the_exported_graphs_have_no_reducing_scatter(bundle_dir):
+    assert {role: racy_scatters(bundle_dir / f"{role}.onnx") for role in ROLES} == {role: [] for role in ROLES}
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "kmnist"])
+def test_the_shipped_graphs_have_no_reducing_scatter(dataset):
+    from diffdefense.shipped import bundle_dir
+
+    folder = bundle_dir(dataset)
+    assert {role: racy_scatters(folder / f"{role}.onnx") for role in ROLES} == {role: [] for role in ROLES}
+
+
+def test_the_vjp_graph_gives_the_same_gradient_on_many_threads(exported_bundle):
+    """A ScatterND(add) here once raced on a CI machine: 0.28 off, now and then. Eight threads, a batch big
+    enough to be split, repeated runs: every one must be bit-for-bit the first."""
+    rng = np.random.default_rng(0)
+    inputs = {
+        "x": rng.standard_normal((32, 1, 28, 28)).astype(np.float32),
+        "t": rng.integers(0, 100, 32).astype(np.int64),
+        "v": rng.standard_normal((32, 1, 28, 28)).astype(np.float32),
+    }
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 8
+    vjp = ort.InferenceSession(
+        str(load_bundle(exported_bundle.path).path("unet_vjp")), options, providers=["CPUExecutionProvider"]
+    )
+    first = vjp.run(None, inputs)[0]
+    for _ in range(8):
+        np.testing.assert_array_equal(vjp.run(None, inputs)[0], first)
+
+
+def test_nearest_upsampling_backward_is_traced_as_matrix_products():
+    """The decomposition that replaces the scatter sums what index_put(accumulate=True) sums, and refuses any
+    other index_put rather than tracing it wrongly."""
+    import torch
+
+    from diffdefense.export.vjp_export import _nearest_index_put_as_matmuls
+
+    generator = torch.Generator().manual_seed(0)
+    destination = torch.randn(2, 3, 5, 7, generator=generator)
+    values = torch.randn(2, 3, 10, 14, generator=generator)
+    rows, cols = (torch.arange(10) // 2).unsqueeze(-1), torch.arange(14) // 2
+    expected = torch.ops.aten.index_put(destination, [None, None, rows, cols], values, True)
+    got = _nearest_index_put_as_matmuls(destination, [None, None, rows, cols], values, True)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    with pytest.raises(NotImplementedError, match="nearest upsampling"):
+        _nearest_index_put_as_matmuls(destination, [None, None, rows, cols], values, False)
+    with pytest.raises(NotImplementedError, match="nearest upsampling"):
+        _nearest_index_put_as_matmuls(destination, [rows.squeeze(-1)], values, True)
