@@ -6,9 +6,9 @@ for, convolution_backward, is written as what it is: the input gradient of a con
 convolution with the same weights (output_padding restores the input size lost to a stride). The backward
 of nearest upsampling, an index_put that accumulates, would export as ScatterND(reduction="add"), whose CPU
 kernel in onnxruntime splits the updates over threads with no guard for repeated indices: the four
-contributions to one pixel race, and the gradient comes out wrong now and then (measured: 0.28 off on one CI
-machine, 1 to 3 runs in 30 here). It is written instead as two one-hot matrix products, which hold the same
-sums and no race. The other backward ops (GroupNorm, SiLU) trace into elementwise ops and reductions.
+contributions to one pixel race, and the gradient comes out wrong now and then (docs/runtime.md). It is
+written instead as two one-hot matrix products, which hold the same sums and no race. The other backward
+ops (GroupNorm, SiLU) trace into elementwise ops and reductions.
 """
 
 from __future__ import annotations
