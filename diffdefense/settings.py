@@ -37,6 +37,11 @@ class DefenseSettings:
         'blank' starts them at an empty canvas (all background) diffused there, sqrt(1 - abar_s) n - sqrt(abar_s),
         so that the chain's first output is near background everywhere and the official optimiser's large update
         thresholds the input near 0.5 rather than at the levels of a random image's strokes.
+    refine: after the best candidate is chosen, diffuse its image to the chain's start level and run the T* steps
+        once more from there (DiffPure's purification, on the reconstruction rather than the input), its output
+        mapped by 'clip' (the U-Net's own scale): T* more U-Net image evaluations per input. The official
+        optimiser's reconstructions are 0/1 images; this pass gives back the soft strokes the classifier was trained
+        on and smooths the isolated pixels an attack flipped. The detection score stays the chosen candidate's fit.
     seed: seeds the latents and the step noise.
     """
 
@@ -53,6 +58,7 @@ class DefenseSettings:
     output_map: OutputMap = "clip"
     fresh_noise: bool = False
     latent_init: LatentInit = "noise"
+    refine: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -74,8 +80,9 @@ class DefenseSettings:
             value = getattr(self, name)
             if not isinstance(value, str) or value not in choices:
                 raise ValueError(f"Expected {name} {' or '.join(map(repr, choices))}, but got {_shown(value)}.")
-        if not isinstance(self.fresh_noise, bool):
-            raise ValueError(f"Expected fresh_noise to be True or False, but got {_shown(self.fresh_noise)}.")
+        for name in ("fresh_noise", "refine"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"Expected {name} to be True or False, but got {_shown(getattr(self, name))}.")
 
     @property
     def num_updates(self) -> int:
@@ -91,8 +98,9 @@ class DefenseSettings:
 
     @property
     def unet_evaluations(self) -> int:
-        """U-Net image evaluations per input: L x T* x R (full mode adds as many backward passes)."""
-        return self.iterations * self.num_steps * self.num_candidates
+        """U-Net image evaluations per input: L x T* x R, and T* more with refine (full mode adds as many backward
+        passes to the L - 1 updates)."""
+        return self.iterations * self.num_steps * self.num_candidates + (self.num_steps if self.refine else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -117,12 +117,23 @@ class ReferenceDefense:
         best = candidate_losses.detach().argmin(dim=1)
         pick = torch.arange(batch) * s.num_candidates + best
         keep = (lambda t: t) if differentiable else torch.Tensor.detach
+        image = out[pick]
+        if s.refine:
+            with torch.set_grad_enabled(differentiable):
+                image = self.refine(image, draws.refine_noise, track_unet=differentiable)
         return Reconstruction(
-            image=keep(out[pick]),
+            image=keep(image),
             latent=z.detach()[pick],
             loss=keep(candidate_losses[torch.arange(batch), best]),
             candidate_losses=candidate_losses.detach(),
         )
+
+    def refine(self, images: torch.Tensor, refine_noise: np.ndarray, track_unet: bool = False) -> torch.Tensor:
+        """settings.refine's pass: images (B, 1, 28, 28) in [0, 1] diffused to the chain's start level with
+        refine_noise[0], then the T* steps with refine_noise[1:], mapped back by 'clip'."""
+        c0, c1 = (float(c) for c in self.schedule.q_sample_coefficients(np.array(self.settings.start_step)))
+        z = c0 * (2.0 * images - 1.0) + c1 * torch.from_numpy(refine_noise[0]).to(images.dtype)
+        return to_image(self.run_chain(z, refine_noise[1:], track_unet=track_unet), "clip")
 
 
 class FunctionalAdam:

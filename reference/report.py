@@ -27,7 +27,9 @@ def markdown_table(record: dict) -> str:
         f"# DiffDefense evaluation: {record['dataset']}, preset `{record['preset']}`",
         "",
         f"Data: {record['data']}. Settings: L = {s['iterations']}, R = {s['num_candidates']}, T* = {s['num_steps']} "
-        f"(start index {s['start_step']}, eta {s['eta']}), gradient {s['gradient']}, output {s['output_map']}: "
+        f"(start index {s['start_step']}, eta {s['eta']}), gradient {s['gradient']}, output {s['output_map']}"
+        f"{', latents started ' + repr(s['latent_init']) if 'latent_init' in s else ''}"
+        f"{', the chosen image refined by one more pass of the chain' if s.get('refine') else ''}: "
         f"{record['unet_evaluations_per_input']} U-Net image evaluations per input. Seed {record['seed']}.",
         "",
         f"Clean accuracy of Model A: {_pct(r['clean']['accuracy_no_defense'])} % without the defence, "

@@ -180,7 +180,20 @@ class Defender:
         losses = loss.reshape(batch, s.num_candidates)
         best = losses.argmin(axis=1)
         pick = np.arange(batch) * s.num_candidates + best
-        return Reconstruction(image[pick].astype(np.float32), losses[np.arange(batch), best], z[pick].copy())
+        image = image[pick].astype(np.float32)
+        if s.refine:
+            image = self.refine(image, draws.refine_noise)
+        return Reconstruction(image, losses[np.arange(batch), best], z[pick].copy())
+
+    def refine(self, images: np.ndarray, refine_noise: np.ndarray) -> np.ndarray:
+        """settings.refine's pass, on the host whatever the loop ran on (T* U-Net calls on B images): images
+        (B, 1, 28, 28) diffused to the chain's start level with refine_noise[0], the T* steps with refine_noise[1:],
+        and the output mapped by 'clip'."""
+        c0, c1 = self.start_coefficients
+        z = (c0 * (2.0 * images - 1.0) + c1 * refine_noise[0]).astype(np.float32)
+        timesteps = [np.full(len(images), t, dtype=np.int64) for t in self.chain.timesteps]
+        x, _ = self.run_chain(z, refine_noise[1:], timesteps)
+        return np.clip((x + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
 
     def _host_loop(self, z, target, draws, s: DefenseSettings):
         """The L x T* loop with every array on the host: (images, losses, latents) of all candidates."""

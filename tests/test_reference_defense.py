@@ -64,7 +64,10 @@ def test_full_and_straight_through_gradients_differ(unet):
     assert not torch.allclose(*grads, rtol=1e-3)
 
 
-@pytest.mark.parametrize("preset", [small(), small(gradient="full"), small(fresh_noise=True, output_map="sigmoid")])
+@pytest.mark.parametrize(
+    "preset",
+    [small(), small(gradient="full"), small(fresh_noise=True, output_map="sigmoid"), small(refine=True)],
+)
 def test_same_seed_same_reconstruction(unet, preset):
     images = torch.rand(3, 1, 28, 28)
     one = ReferenceDefense(unet, SCHEDULE, preset).reconstruct(images)
@@ -136,13 +139,20 @@ def test_functional_adam_matches_torch_adam():
     torch.testing.assert_close(z, param.detach(), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["straight-through", "full"])
-def test_differentiable_reconstruction_has_the_true_input_gradient(mode):
+@pytest.mark.parametrize(("mode", "refine"), [("straight-through", False), ("full", False), ("straight-through", True)])
+def test_differentiable_reconstruction_has_the_true_input_gradient(mode, refine):
     """The unrolled optimisation, differentiated by autograd, against central differences in float64."""
     torch.manual_seed(0)
     unet = UNet((8, 8, 8)).double().eval()
     settings = DefenseSettings(
-        num_candidates=2, iterations=3, num_steps=2, start_step=10, lr=0.05, gradient=mode, output_map="sigmoid"
+        num_candidates=2,
+        iterations=3,
+        num_steps=2,
+        start_step=10,
+        lr=0.05,
+        gradient=mode,
+        output_map="sigmoid",
+        refine=refine,
     )
     defense = ReferenceDefense(unet, SCHEDULE, settings)
     draws = draw(settings, 1)
@@ -197,3 +207,31 @@ def test_latent_inits_start_where_their_settings_say(unet, init):
     start = {"noise": noise, "input": c0 * (2 * images[:, None] - 1) + c1 * noise, "blank": c1 * noise - c0}[init]
     best = result.candidate_losses.argmin(1)
     torch.testing.assert_close(result.latent, start[torch.arange(2), best], rtol=1e-6, atol=1e-6)
+
+
+def test_refine_denoises_the_chosen_image_and_keeps_its_fit_as_the_score(unet):
+    """refine: the chosen candidate's image, diffused to the chain's start level with the first refine draw, then
+    the chain with the others, mapped by 'clip'; the latents and the detection score are those without it."""
+    settings = small(num_candidates=3, output_map="sigmoid", latent_init="blank")
+    images = torch.rand(2, 1, 28, 28)
+    plain = ReferenceDefense(unet, SCHEDULE, settings).reconstruct(images)
+    refined_defense = ReferenceDefense(unet, SCHEDULE, settings.with_(refine=True))
+    refined = refined_defense.reconstruct(images)
+    torch.testing.assert_close(refined.loss, plain.loss, rtol=0, atol=0)
+    torch.testing.assert_close(refined.latent, plain.latent, rtol=0, atol=0)
+    refine_noise = draw(settings.with_(refine=True), 2).refine_noise
+    assert refine_noise.shape == (1 + settings.num_steps, 2, 1, 28, 28)
+    c0, c1 = (float(c) for c in SCHEDULE.q_sample_coefficients(np.array(settings.start_step)))
+    start = c0 * (2 * plain.image - 1) + c1 * torch.from_numpy(refine_noise[0])
+    expected = to_image(refined_defense.run_chain(start, refine_noise[1:]), "clip")
+    torch.testing.assert_close(refined.image, expected, rtol=0, atol=1e-6)
+    assert not torch.equal(refined.image, plain.image)
+    assert settings.with_(refine=True).unet_evaluations == settings.unet_evaluations + settings.num_steps
+
+
+def test_refine_leaves_the_other_draws_as_they_were():
+    settings = small(num_candidates=3, fresh_noise=True)
+    plain, refined = draw(settings, 2), draw(settings.with_(refine=True), 2)
+    assert plain.refine_noise is None
+    np.testing.assert_array_equal(plain.latents, refined.latents)
+    np.testing.assert_array_equal(plain.noise, refined.noise)

@@ -35,7 +35,9 @@ ANYTHING = st.one_of(
     st.lists(st.floats(), max_size=3),
     st.tuples(st.floats(), st.floats()),
 )
-NUMERIC = [n for n in NAMES if n not in ("gradient", "output_map", "latent_init", "fresh_noise", "adam_betas")]
+NUMERIC = [
+    n for n in NAMES if n not in ("gradient", "output_map", "latent_init", "fresh_noise", "refine", "adam_betas")
+]
 
 
 def build(name: str, value: object) -> DefenseSettings:
@@ -97,6 +99,7 @@ def test_non_finite_numbers_are_refused(name, value):
         ({"seed": 10**5000}, r"but got an integer of 16610 bits\."),
         ({"start_step": 2.0}, r"Expected start_step to be a non-negative integer, but got 2\.0\."),
         ({"fresh_noise": 1}, r"Expected fresh_noise to be True or False, but got 1\."),
+        ({"refine": "yes"}, r"Expected refine to be True or False, but got 'yes'\."),
         ({"output_map": "Clip"}, r"Expected output_map 'clip' or 'sigmoid', but got 'Clip'\."),
         ({"num_steps": 16}, r"Expected num_steps <= start_step \+ 1 .*, but got num_steps=16 with start_step=14\."),
     ],
