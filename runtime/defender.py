@@ -33,7 +33,8 @@ MAX_LATENT = 1e4
 @dataclass(frozen=True)
 class DefenseResult:
     """labels (B,) int; probabilities (B, 10); reconstructions (B, 1, 28, 28) in [0, 1];
-    reconstruction_error (B,): mean squared error of the best candidate (the detection score);
+    reconstruction_error (B,): mean squared error of the best candidate (the detection score; with settings.refine,
+        its fit before the refining pass, so not the distance of the reconstructions returned);
     attack_flag (B,) bool: error above the threshold (all False when no threshold is set);
     timings: seconds for 'defence', 'classify' and 'total' of this batch."""
 

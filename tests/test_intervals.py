@@ -12,7 +12,7 @@ from scipy.stats import norm
 from diffdefense.cli import main
 from diffdefense.reference.intervals import accuracy_interval
 
-REPORT = Path(__file__).resolve().parents[1] / "docs" / "results" / "mnist_default_1000"
+REPORT = Path(__file__).resolve().parents[1] / "docs" / "results" / "mnist_blank_start_1000"
 
 
 def wilson_closed_form(correct: int, n: int, level: float) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """The lean runtime's accuracy on an evaluation report's own images, beside the PyTorch reference's numbers.
 
-    python tools/runtime_table.py --report docs/results/mnist_default_1000
+    python tools/runtime_table.py --report docs/results/mnist_blank_start_1000
 
 Reads the report's results.json (data set, indices, settings) and the adversarial examples in its cache, runs the
 runtime Defender with the shipped bundle under the same settings on the clean images and every attacked set, and
