@@ -42,7 +42,7 @@ class DefenseSettings:
         mapped by 'clip' (the U-Net's own scale): T* more U-Net image evaluations per input. The official
         optimiser's reconstructions are 0/1 images; this pass gives back the soft strokes the classifier was trained
         on and smooths the isolated pixels an attack flipped. The detection score stays the chosen candidate's fit.
-    seed: seeds the latents and the step noise.
+    seed: seeds the latents, the step noise and the refining pass's noise.
     """
 
     num_candidates: int = 5
@@ -98,8 +98,8 @@ class DefenseSettings:
 
     @property
     def unet_evaluations(self) -> int:
-        """U-Net image evaluations per input: L x T* x R, and T* more with refine (full mode adds as many backward
-        passes to the L - 1 updates)."""
+        """U-Net image evaluations per input: L x T* x R, plus T* with refine (full mode adds as many backward
+        passes)."""
         return self.iterations * self.num_steps * self.num_candidates + (self.num_steps if self.refine else 0)
 
     def to_dict(self) -> dict:
