@@ -72,3 +72,16 @@ def test_the_report_command_names_a_folder_without_results(tmp_path):
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code == 1
     assert "results.json" in result.output and str(tmp_path) in result.output
+
+
+@pytest.mark.parametrize(
+    ("folder", "named"),
+    [
+        ("mnist_default_1000", "started 'blank', the chosen image refined by one more pass of the chain: 122 U-Net"),
+        ("mnist_blank_start_1000", "latents started 'blank': 120 U-Net"),
+    ],
+)
+def test_the_report_names_the_latent_start_and_the_refining_pass(tmp_path, folder, named):
+    shutil.copy(REPORT.parent / folder / "results.json", tmp_path / "results.json")
+    assert CliRunner().invoke(main, ["report", str(tmp_path)]).exit_code == 0
+    assert named in (tmp_path / "report.md").read_text()
