@@ -20,6 +20,7 @@ from diffdefense.runtime.backends import make_runner
 from diffdefense.runtime.bundle import SETTINGS_LIMITS, load_bundle
 from diffdefense.runtime.device_loop import DeviceLoop, choose_kernels
 from diffdefense.runtime.fused import load_step_ops
+from diffdefense.runtime.steps import unit_to_image
 from diffdefense.runtime.validation import check_images
 from diffdefense.schedule import NoiseSchedule
 from diffdefense.settings import PRESETS, DefenseSettings
@@ -194,7 +195,7 @@ class Defender:
         z = (c0 * (2.0 * images - 1.0) + c1 * refine_noise[0]).astype(np.float32)
         timesteps = [np.full(len(images), t, dtype=np.int64) for t in self.chain.timesteps]
         x, _ = self.run_chain(z, refine_noise[1:], timesteps)
-        return np.clip((x + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
+        return unit_to_image((x + 1.0) * 0.5, "clip").astype(np.float32)
 
     def _host_loop(self, z, target, draws, s: DefenseSettings):
         """The L x T* loop with every array on the host: (images, losses, latents) of all candidates."""

@@ -12,6 +12,11 @@ def reverse_step(x: np.ndarray, eps: np.ndarray, a: float, b: float, s: float, n
     return a * x + b * eps + s * noise
 
 
+def unit_to_image(unit: np.ndarray, output_map: str) -> np.ndarray:
+    """(x0 + 1) / 2 -> the image in [0, 1]: its sigmoid, or clipped (see diffdefense.settings)."""
+    return 1.0 / (1.0 + np.exp(-unit)) if output_map == "sigmoid" else np.clip(unit, 0.0, 1.0)
+
+
 def loss_and_gradient(x0: np.ndarray, target: np.ndarray, gain: float, output_map: str, with_gradient: bool = True):
     """The output image, its per-candidate MSE to the target, and the straight-through gradient on z.
 
@@ -20,7 +25,7 @@ def loss_and_gradient(x0: np.ndarray, target: np.ndarray, gain: float, output_ma
     where grad = gain * d loss / d x0 and gain = prod(a) = d x0 / d z with eps held constant.
     """
     unit = (x0 + 1.0) * 0.5
-    image = 1.0 / (1.0 + np.exp(-unit)) if output_map == "sigmoid" else np.clip(unit, 0.0, 1.0)
+    image = unit_to_image(unit, output_map)
     diff = image - target
     pixels = diff[0].size
     loss = np.einsum("nchw,nchw->n", diff, diff) / pixels
