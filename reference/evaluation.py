@@ -1,7 +1,9 @@
 """The evaluation behind the report: clean and attacked accuracy with and without the defence, and detection.
 
 Every expensive array (adversarial examples, reconstructions) is cached as .npz in the report folder
-(read back with allow_pickle=False), so an interrupted run resumes where it stopped.
+(read back with allow_pickle=False), so an interrupted run resumes where it stopped. The adversarial sets depend
+on the images, the seed and the classifiers but not on the defence, so runs of other presets may share one folder
+of them (``attack_cache``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from diffdefense import shipped
 from diffdefense.data import load_dataset
 from diffdefense.reference.adaptive import AdaptiveBudget, adaptive_budgets, run_adaptive
 from diffdefense.reference.attacks import ATTACKS, run_attack
@@ -24,6 +27,7 @@ from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.reference.detection import evaluate_detection
 from diffdefense.settings import DefenseSettings
 from diffdefense.training.loading import load_classifier, load_unet
+from diffdefense.training.shipping import model_file
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,21 @@ class ArrayCache:
             saved = json.loads(stamp.read_text())
             if saved != identity:
                 differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
-                raise ValueError(
-                    f"The cache in {folder} was made for other {', '.join(differ)}; use a new --out folder."
-                )
+                raise ValueError(f"The cache in {folder} was made for other {', '.join(differ)}; use another folder.")
         else:
             stamp.write_text(json.dumps(identity))
+
+    def pin(self, name: str, value: dict) -> None:
+        """Record one more thing the arrays depend on, in its own file, so that folders made before it was recorded
+        stay usable: the first use writes it, a later one that differs is refused."""
+        value = json.loads(json.dumps(value))
+        stamp = self.folder / f"{name}.json"
+        if stamp.is_file() and json.loads(stamp.read_text()) != value:
+            raise ValueError(
+                f"The cache in {self.folder} was made for other {name} ({stamp} records {stamp.read_text()}, "
+                f"this run has {json.dumps(value)}); use another cache folder."
+            )
+        stamp.write_text(json.dumps(value))
 
     def load(self, name: str) -> np.ndarray:
         """An array that must already be there."""
@@ -112,7 +126,16 @@ def defend(defense: ReferenceDefense, images: np.ndarray, batch_size: int, label
     return np.concatenate(rows).astype(np.float32)
 
 
-def run_evaluation(config: EvaluationConfig, out_dir: Path, data_root: Path | None = None) -> dict:
+def classifier_checksums(dataset: str) -> dict[str, str]:
+    """The sha256 of the classifier files that load_classifier checks against, by architecture."""
+    files = shipped.read_manifest()["files"]
+    return {arch: files[model_file(dataset, arch)]["sha256"] for arch in ("model_a", "model_b")}
+
+
+def run_evaluation(
+    config: EvaluationConfig, out_dir: Path, data_root: Path | None = None, attack_cache: Path | None = None
+) -> dict:
+    """attack_cache: folder of adversarial sets to read and add to (default: the report's cache/attacks)."""
     unknown = set(config.attacks) - set(ATTACKS)
     if unknown:
         raise ValueError(f"Expected attacks from {sorted(ATTACKS)}, but got {sorted(unknown)}.")
@@ -121,7 +144,8 @@ def run_evaluation(config: EvaluationConfig, out_dir: Path, data_root: Path | No
     indices = pick_indices(len(test), config.num_images, config.seed)
     # Attacks depend on the images and seed; reconstructions on those and on the defence settings too.
     inputs = {"dataset": config.dataset, "indices": indices.tolist(), "seed": config.seed}
-    attacks_cache = ArrayCache(out_dir / "cache" / "attacks", inputs)
+    attacks_cache = ArrayCache(attack_cache or out_dir / "cache" / "attacks", inputs)
+    attacks_cache.pin("classifiers", classifier_checksums(config.dataset))
     settings_id = hashlib.sha256(json.dumps(config.settings.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
     cache = ArrayCache(out_dir / "cache" / f"defence-{settings_id}", {**inputs, "settings": config.settings.to_dict()})
     images, labels = (t.numpy() for t in test.subset(indices).as_tensors())

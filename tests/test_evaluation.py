@@ -133,3 +133,30 @@ def test_the_cli_refuses_a_run_that_would_drop_rows_of_a_report_before_any_work(
     (tmp_path / "results.json").write_text("{not json")
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "could not be read" in result.output
+
+
+def test_runs_of_other_presets_share_one_folder_of_adversarial_sets(tiny_data_root, tmp_path, small_unet, monkeypatch):
+    config = EvaluationConfig(
+        num_images=4,
+        attacks=("FGSM",),
+        black_box=False,
+        batch_size=4,
+        settings=DefenseSettings(num_candidates=2, iterations=2, num_steps=2, start_step=10),
+    )
+    shared = tmp_path / "attacks"
+    first = run_evaluation(config, tmp_path / "first", tiny_data_root, attack_cache=shared)
+    assert (shared / "adversarial_white_box_FGSM.npz").is_file()
+    assert not (tmp_path / "first" / "cache" / "attacks").exists()
+
+    def no_attack(*args, **kwargs):
+        raise AssertionError("a shared adversarial set was computed again")
+
+    monkeypatch.setattr(evaluation, "run_attack", no_attack)
+    other = replace(config, settings=replace(config.settings, refine=True))
+    second = run_evaluation(other, tmp_path / "second", tiny_data_root, attack_cache=shared)["record"]["results"]
+    before = first["record"]["results"]["white_box"]["FGSM"]
+    assert second["white_box"]["FGSM"]["accuracy_no_defense"] == before["accuracy_no_defense"]
+    # Sets made against other classifier weights are refused, not reused.
+    monkeypatch.setattr(evaluation, "classifier_checksums", lambda dataset: {"model_a": "0" * 64, "model_b": "1" * 64})
+    with pytest.raises(ValueError, match="was made for other classifiers"):
+        run_evaluation(other, tmp_path / "third", tiny_data_root, attack_cache=shared)

@@ -47,6 +47,12 @@ from diffdefense.cli.common import (
     help="Report folder; its cache/ makes an interrupted run resume.",
 )
 @click.option(
+    "--attack-cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of adversarial sets to reuse and add to, shared by runs of other presets on the same images "
+    "and seed (the attacks do not depend on the defence); default: the report's cache/attacks.",
+)
+@click.option(
     "--replace",
     is_flag=True,
     help="Rewrite a report folder even where this run leaves out rows that its results.json holds.",
@@ -65,6 +71,7 @@ def evaluate_command(
     seed,
     data_root,
     out,
+    attack_cache,
     replace,
 ) -> None:
     """Attack the classifier, defend, and write a report (JSON, markdown table, ROC curves, example grids)."""
@@ -95,7 +102,7 @@ def evaluate_command(
             f"{out / 'results.json'} holds rows this run would not write again: {', '.join(dropped)}. Run them too "
             "(sets still in its cache/ are reused), write to another --out, or pass --replace to drop them."
         )
-    click.echo(f"Report: {write_report(run_evaluation(config, out, data_root), out)}")
+    click.echo(f"Report: {write_report(run_evaluation(config, out, data_root, attack_cache), out)}")
 
 
 @main.command("report")
