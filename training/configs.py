@@ -28,5 +28,6 @@ class DDPMConfig:
     beta_start: float = 1e-3  # improved-diffusion's linear schedule for T = 100 (see NoiseSchedule.linear)
     beta_end: float = 0.2
     channels: tuple[int, int, int] = (16, 32, 64)
+    norm: str = "group"  # 'group' ships as 'unet'; 'batch' (folded into the convolutions at export) as 'unet_bn'
     seed: int = 0
     init_from: str | None = None  # a finished run folder whose weights (and EMA) this run starts from

@@ -18,13 +18,24 @@ def to_image_range(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
+def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise (Ho et al., formula 4), per image's timestep t (N,)."""
+    c0, c1 = (torch.as_tensor(c, dtype=x0.dtype) for c in schedule.q_sample_coefficients(t.numpy()))
+    return c0[:, None, None, None] * x0 + c1[:, None, None, None] * noise
+
+
+def random_noising(
+    schedule: NoiseSchedule, x0: torch.Tensor, generator=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training inputs: (x_t, t, noise) with t uniform over the trained steps and noise N(0, I)."""
+    t = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    return q_sample(schedule, x0, t, noise), t, noise
+
+
 def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, generator=None) -> torch.Tensor:
     """L_simple of Ho et al. (formula 14): || eps - eps_theta(sqrt(abar) x0 + sqrt(1-abar) eps, t) ||^2."""
-    n = x0.shape[0]
-    t = torch.randint(0, schedule.num_steps, (n,), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
-    c0, c1 = (torch.as_tensor(c, dtype=x0.dtype) for c in schedule.q_sample_coefficients(t.numpy()))
-    x_t = c0[:, None, None, None] * x0 + c1[:, None, None, None] * noise
+    x_t, t, noise = random_noising(schedule, x0, generator)
     return (model(x_t, t) - noise).pow(2).mean()
 
 

@@ -32,10 +32,17 @@ def load_classifier(dataset: str, arch: str = "model_a", weights_dir: Path | Non
     return model.eval()
 
 
-def load_unet(dataset: str, weights_dir: Path | None = None) -> tuple[UNet, NoiseSchedule]:
-    """The shipped DDPM noise predictor (EMA weights) in eval mode, and the schedule it was trained on."""
-    state, metadata = _verified(dataset, "unet", weights_dir)
-    model = UNet(tuple(json.loads(metadata["channels"])))
+UNETS = ("unet", "unet_bn")  # the GroupNorm net, and the deployment-shaped BatchNorm net (training/models/unet.py)
+
+
+def load_unet(dataset: str, weights_dir: Path | None = None, name: str = "unet") -> tuple[UNet, NoiseSchedule]:
+    """A shipped DDPM noise predictor (EMA weights) in eval mode, and the schedule it was trained on.
+
+    name: 'unet' (GroupNorm) or 'unet_bn' (BatchNorm, folded into the convolutions at export)."""
+    if name not in UNETS:
+        raise ValueError(f"Expected a U-Net in {list(UNETS)}, but got {name!r}.")
+    state, metadata = _verified(dataset, name, weights_dir)
+    model = UNet(tuple(json.loads(metadata["channels"])), norm=metadata.get("norm", "group"))
     model.load_state_dict(state)
     spec = json.loads(metadata["schedule"])
     schedule = NoiseSchedule.linear(spec["num_steps"], spec["beta_start"], spec["beta_end"])

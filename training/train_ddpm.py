@@ -21,15 +21,45 @@ from diffdefense.training.checkpoint import (
 )
 from diffdefense.training.common import WallClock, command_line, epoch_batches, seed_everything
 from diffdefense.training.configs import DDPMConfig
-from diffdefense.training.ddpm import diffusion_loss, to_model_range
+from diffdefense.training.ddpm import diffusion_loss, random_noising, to_model_range
 from diffdefense.training.models.unet import UNet
 from diffdefense.training.shipping import ship
 
 
+# The shipped file of each normalisation: the GroupNorm net keeps its historical name.
+SHIPPED_NAMES = {"group": "unet", "batch": "unet_bn"}
+
+
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """An EMA of the parameters; buffers (BatchNorm's running statistics) are copied, and measured again for the
+    averaged weights at the end of training by recalibrate_batchnorm."""
     for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: torch.nn.Module, schedule: NoiseSchedule, train_x: torch.Tensor, seed: int, batches: int = 100
+) -> None:
+    """BatchNorm statistics measured for these (EMA) weights: the exact mean over `batches` seeded training batches
+    of noised images at random timesteps, the training distribution. Leaves the model in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if not norms:
+        return
+    generator = torch.Generator().manual_seed(seed)
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches below
+    model.train()
+    for _ in range(batches):
+        x_t, t, _ = random_noising(schedule, train_x[torch.randint(0, len(train_x), (128,), generator=generator)], generator)
+        model(x_t, t)
+    for norm in norms:
+        norm.momentum = 0.1
+    model.eval()
 
 
 def unet_metadata(config: DDPMConfig) -> dict[str, str]:
@@ -37,6 +67,7 @@ def unet_metadata(config: DDPMConfig) -> dict[str, str]:
         "arch": "unet",
         "dataset": config.dataset,
         "channels": json.dumps(list(config.channels)),
+        "norm": config.norm,
         "schedule": json.dumps(
             {
                 "kind": "linear",
@@ -73,7 +104,7 @@ def train_ddpm(config: DDPMConfig, out_dir: Path, data_root: Path | None = None,
     train_set = load_dataset(config.dataset, "train", data_root)
     train_x = to_model_range(train_set.as_tensors()[0])
     schedule = NoiseSchedule.linear(config.num_steps, config.beta_start, config.beta_end)
-    model = UNet(config.channels)
+    model = UNet(config.channels, norm=config.norm)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     total_steps = config.epochs * -(-len(train_x) // config.batch_size)
@@ -89,7 +120,9 @@ def train_ddpm(config: DDPMConfig, out_dir: Path, data_root: Path | None = None,
     earlier = _initialise_from(config.init_from, model, ema) if config.init_from else None
 
     if (state := load_checkpoint(out_dir)) is not None:
-        check_same_config(out_dir, {**state["config"], "channels": tuple(state["config"]["channels"])}, asdict(config))
+        saved = {**state["config"], "channels": tuple(state["config"]["channels"])}
+        saved.setdefault("norm", "group")  # runs from before the choice of normalisation
+        check_same_config(out_dir, saved, asdict(config))
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -136,8 +169,10 @@ def train_ddpm(config: DDPMConfig, out_dir: Path, data_root: Path | None = None,
             },
         )
 
+    recalibrate_batchnorm(ema, schedule, train_x, config.seed)
+    name = SHIPPED_NAMES[config.norm]
     record = {
-        "model": "unet (EMA weights)",
+        "model": f"{name} (EMA weights)",
         "command": command_line(),
         "config": asdict(config),
         "data": f"{train_set.name} ({len(train_x)} images)",
@@ -152,6 +187,6 @@ def train_ddpm(config: DDPMConfig, out_dir: Path, data_root: Path | None = None,
         record["steps_in_all"] = step + earlier["steps"]
         record["wall_seconds_in_all"] = round(clock.seconds + earlier["wall_seconds"], 1)
     if do_ship:
-        path = ship(ema.state_dict(), config.dataset, "unet", record, unet_metadata(config))
+        path = ship(ema.state_dict(), config.dataset, name, record, unet_metadata(config))
         print(f"Shipped {path}")
     return record

@@ -1,19 +1,29 @@
 """A small DDPM noise predictor eps(x_t, t) sized for CPUs.
 
 Three resolutions (28, 14, 7; no padding to 32) with 16-32-64 channels, one residual block per
-level, GroupNorm and SiLU, and a sinusoidal time embedding (Ho et al. 2020). About 0.3 M
-parameters and some tens of MFLOP per image (``diffdefense model-stats`` measures both). Every
-op (Conv, GroupNorm, SiLU, nearest upsampling, concat) exports to ONNX and has a plain input
-gradient, which the full-gradient defence mode needs.
+level, SiLU, and a sinusoidal time embedding (Ho et al. 2020). About 0.3 M parameters and some
+tens of MFLOP per image (``diffdefense model-stats`` measures both). Every op exports to ONNX and
+has a plain input gradient, which the full-gradient defence mode needs.
+
+Two normalisations, one skeleton:
+- ``norm="group"``: pre-activation blocks with GroupNorm, as DDPM codebases write them (the
+  shipped ``unet``). At inference GroupNorm normalises every activation, which onnxruntime's CPU
+  provider runs as a chain of primitive nodes wrapped in layout reorders.
+- ``norm="batch"``: the deployment shape (the shipped ``unet_bn``). Every BatchNorm directly follows
+  a convolution (conv -> BN -> SiLU, conv -> BN, + skip), so after training it folds into that
+  convolution's weights and bias (``fold_batchnorm``) and the exported graph holds convolutions,
+  SiLU, adds, upsampling and concatenations only.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -29,6 +39,8 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv, + time, GroupNorm -> SiLU -> conv, + skip (pre-activation)."""
+
     def __init__(self, in_ch: int, out_ch: int, time_dim: int) -> None:
         super().__init__()
         self.norm1 = _norm(in_ch)
@@ -38,20 +50,56 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.time_proj(temb)[:, :, None, None]
+        if temb is not None:  # None: folded into conv1's bias (fold_timestep)
+            h = h + self.time_proj(temb)[:, :, None, None]
         h = self.conv2(F.silu(self.norm2(h)))
         return self.skip(x) + h
 
 
-class UNet(nn.Module):
-    """eps_theta(x_t, t): x_t (N, 1, 28, 28) in the model's [-1, 1] scale, t (N,) int64 in [0, T)."""
+class FoldableResBlock(nn.Module):
+    """conv -> BN -> SiLU, + time, conv -> BN, + skip: each BatchNorm follows a convolution and folds into it.
 
-    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), time_dim: int = 128) -> None:
+    The second BatchNorm starts at zero scale, so each block starts as its skip path (Goyal et al. 2017), which
+    keeps the unnormalised residual stream of a fresh network at the size of its input.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, time_dim: int) -> None:
         super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(out_ch)
+        self.time_proj = nn.Linear(time_dim, out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(out_ch)
+        nn.init.zeros_(self.norm2.weight)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
+        h = self.norm1(self.conv1(x))
+        if temb is not None:  # None: folded into conv1's bias (fold_timestep, after fold_batchnorm)
+            h = h + self.time_proj(temb)[:, :, None, None]
+        return self.skip(x) + self.norm2(self.conv2(F.silu(h)))
+
+
+NORMS = {"group": ResBlock, "batch": FoldableResBlock}
+
+
+class UNet(nn.Module):
+    """eps_theta(x_t, t): x_t (N, 1, 28, 28) in the model's [-1, 1] scale, t (N,) int64 in [0, T).
+
+    norm: 'group' (pre-activation GroupNorm blocks) or 'batch' (BatchNorm after each convolution, folded into it
+    for inference by fold_batchnorm).
+    """
+
+    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), time_dim: int = 128, norm: str = "group") -> None:
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"Expected norm {' or '.join(map(repr, NORMS))}, but got {norm!r}.")
+        ResBlock = NORMS[norm]  # noqa: N806 (a class, named as one)
         c1, c2, c3 = channels
         self.channels = channels
+        self.norm = norm
         self.embed_dim = time_dim // 2
         self.time_mlp = nn.Sequential(nn.Linear(self.embed_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
         self.conv_in = nn.Conv2d(1, c1, 3, padding=1)
@@ -65,11 +113,19 @@ class UNet(nn.Module):
         self.dec2 = ResBlock(2 * c2, c2, time_dim)
         self.up1 = nn.Conv2d(c2, c1, 3, padding=1)  # after nearest 14 -> 28
         self.dec1 = ResBlock(2 * c1, c1, time_dim)
-        self.norm_out = _norm(c1)
+        # The batch-norm net's output stream follows an add, not a convolution: nothing to fold a norm into there.
+        self.norm_out = _norm(c1) if norm == "group" else nn.Identity()
         self.conv_out = nn.Conv2d(c1, 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        temb = self.time_mlp(sinusoidal_embedding(t, self.embed_dim).to(x.dtype))
+        return self.denoise(x, self.time_embedding(t).to(x.dtype))
+
+    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        """(N,) time indices -> (N, time_dim), the input of every block's time projection."""
+        return self.time_mlp(sinusoidal_embedding(t, self.embed_dim))
+
+    def denoise(self, x: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
+        """The network on a time embedding, or on None once the timestep is folded into the biases."""
         h1 = self.enc1(self.conv_in(x), temb)
         h2 = self.enc2(self.down1(h1), temb)
         h = self.mid2(self.mid1(self.down2(h2), temb), temb)
@@ -78,3 +134,43 @@ class UNet(nn.Module):
         h = self.up1(F.interpolate(h, scale_factor=2.0, mode="nearest"))
         h = self.dec1(torch.cat([h, h1], dim=1), temb)
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+@torch.no_grad()
+def fold_batchnorm(model: UNet) -> UNet:
+    """A copy of an eval-mode 'batch' U-Net with every BatchNorm folded into the convolution before it (the same
+    function to float rounding); a 'group' U-Net is returned as a copy, unchanged."""
+    folded = copy.deepcopy(model).eval()
+    for block in folded.modules():
+        if isinstance(block, FoldableResBlock):
+            block.conv1, block.norm1 = fuse_conv_bn_eval(block.conv1, block.norm1), nn.Identity()
+            block.conv2, block.norm2 = fuse_conv_bn_eval(block.conv2, block.norm2), nn.Identity()
+    return folded
+
+
+class FixedTimestepUNet(nn.Module):
+    """eps_theta(x, t) for one fixed t: x (N, 1, 28, 28) -> eps, with t's embedding folded into the biases.
+
+    Every block adds its time projection right after its first convolution (and, in the 'batch' net, after that
+    convolution's folded BatchNorm), so for a fixed t the projection is a constant per channel and joins that
+    convolution's bias exactly: no time MLP and no broadcast add remain in the graph.
+    """
+
+    def __init__(self, unet: UNet, timestep: int) -> None:
+        super().__init__()
+        folded = fold_batchnorm(unet)
+        with torch.no_grad():
+            temb = folded.time_embedding(torch.tensor([timestep]))
+            for block in folded.modules():
+                if isinstance(block, ResBlock | FoldableResBlock):
+                    shift = block.time_proj(temb)[0]
+                    if block.conv1.bias is None:
+                        block.conv1.bias = nn.Parameter(torch.zeros_like(shift))
+                    block.conv1.bias += shift
+                    block.time_proj = None
+        folded.time_mlp = None
+        self.unet = folded
+        self.timestep = int(timestep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet.denoise(x, None)
