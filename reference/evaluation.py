@@ -40,6 +40,7 @@ class EvaluationConfig:
     batch_size: int = 50
     settings: DefenseSettings = field(default_factory=DefenseSettings)
     preset: str = "custom"
+    unet: str = "unet"  # the shipped noise predictor: 'unet' (GroupNorm) or 'unet_bn' (the deployment shape)
     adaptive_images: int = 0  # the first N of the chosen images; 0 skips the adaptive attacks
     adaptive_eps: tuple[float, ...] = (0.3, 0.1)
     adaptive_steps: int = 20
@@ -129,6 +130,13 @@ def defend(defense: ReferenceDefense, images: np.ndarray, batch_size: int, label
 def classifier_checksums(dataset: str) -> dict[str, str]:
     """The sha256 of the classifier files that load_classifier checks against, by architecture."""
     files = shipped.read_manifest()["files"]
+    for arch in ("model_a", "model_b"):
+        if model_file(dataset, arch) not in files:
+            raise FileNotFoundError(
+                f"Evaluating {dataset} needs Model A and Model B, but {model_file(dataset, arch)} is not in the "
+                f"weights folder {shipped.weights_root()}: train it with `diffdefense train classifier --dataset "
+                f"{dataset} --arch {arch} --out DIR`."
+            )
     return {arch: files[model_file(dataset, arch)]["sha256"] for arch in ("model_a", "model_b")}
 
 
@@ -147,10 +155,12 @@ def run_evaluation(
     attacks_cache = ArrayCache(attack_cache or out_dir / "cache" / "attacks", inputs)
     attacks_cache.pin("classifiers", classifier_checksums(config.dataset))
     settings_id = hashlib.sha256(json.dumps(config.settings.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-    cache = ArrayCache(out_dir / "cache" / f"defence-{settings_id}", {**inputs, "settings": config.settings.to_dict()})
+    # Reconstructions depend on the U-Net too; the GroupNorm net keeps the folder name it had before the choice.
+    defence_id = settings_id if config.unet == "unet" else f"{config.unet}-{settings_id}"
+    cache = ArrayCache(out_dir / "cache" / f"defence-{defence_id}", {**inputs, "settings": config.settings.to_dict()})
     images, labels = (t.numpy() for t in test.subset(indices).as_tensors())
     model_a, model_b = load_classifier(config.dataset, "model_a"), load_classifier(config.dataset, "model_b")
-    unet, schedule = load_unet(config.dataset)
+    unet, schedule = load_unet(config.dataset, name=config.unet)
     defense = ReferenceDefense(unet, schedule, config.settings)
     shape = images.shape[1:]
 
@@ -209,6 +219,7 @@ def run_evaluation(
         "indices": indices.tolist(),
         "seed": config.seed,
         "preset": config.preset,
+        "unet": config.unet,
         "settings": config.settings.to_dict(),
         "unet_evaluations_per_input": config.settings.unet_evaluations,
         "results": results,

@@ -24,7 +24,7 @@ from diffdefense.training.models import UNet  # noqa: E402
 @pytest.fixture
 def small_unet(monkeypatch):
     torch.manual_seed(0)
-    monkeypatch.setattr(evaluation, "load_unet", lambda dataset: (UNet((8, 8, 8)), NoiseSchedule.linear()))
+    monkeypatch.setattr(evaluation, "load_unet", lambda dataset, name="unet": (UNet((8, 8, 8)), NoiseSchedule.linear()))
 
 
 def test_report_is_written_and_an_interrupted_run_resumes_from_the_cache(

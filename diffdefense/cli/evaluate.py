@@ -19,6 +19,13 @@ from diffdefense.cli.common import (
 @dataset_option
 @click.option("--preset", type=click.Choice(sorted(PRESET_NAMES)), default="paper", show_default=True)
 @click.option("-n", "--num-images", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--unet",
+    type=click.Choice(["unet", "unet_bn"]),
+    default="unet",
+    show_default=True,
+    help="The shipped noise predictor: GroupNorm ('unet') or BatchNorm folded at export ('unet_bn').",
+)
 @click.option("--attack", "attacks", multiple=True, help="Attack to run (repeat); default: the paper's six.")
 @click.option("--black-box/--no-black-box", default=True, show_default=True, help="Also transfer from Model B.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
@@ -61,6 +68,7 @@ def evaluate_command(
     dataset,
     preset,
     num_images,
+    unet,
     attacks,
     black_box,
     batch_size,
@@ -87,6 +95,7 @@ def evaluate_command(
         batch_size=batch_size,
         settings=PRESETS[preset].with_(seed=seed),
         preset=preset,
+        unet=unet,
         adaptive_images=adaptive_images,
         adaptive_steps=adaptive_steps,
         eot_iter=eot_iter,

@@ -1,0 +1,44 @@
+"""One U-Net graph per timestep that a preset uses, with that timestep folded in.
+
+Within a defence call every candidate shares the timestep, and a preset uses only a few (the default: 14 and 0).
+A graph exported from FixedTimestepUNet has no time MLP, no per-call broadcast of the embedding, and no t input:
+each block's time projection is a constant folded into its first convolution's bias, and with the BatchNorm U-Net
+the normalisation is folded into the convolutions too, so onnxruntime keeps the whole graph in its blocked layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from diffdefense.export.onnx_export import export_graph
+from diffdefense.respace import respaced_timesteps
+from diffdefense.settings import DefenseSettings
+from diffdefense.training.models import FixedTimestepUNet
+
+
+def used_timesteps(settings: DefenseSettings) -> list[int]:
+    """The trained time indices a preset's chain calls the U-Net at, largest first."""
+    return [int(t) for t in respaced_timesteps(settings.start_step, settings.num_steps)]
+
+
+def timestep_graph_name(timestep: int, precision: str = "float32") -> str:
+    return f"unet_t{timestep}.onnx" if precision == "float32" else f"unet_t{timestep}.{precision}.onnx"
+
+
+def export_timestep_unet(unet: nn.Module, timestep: int, path: Path) -> None:
+    """eps = graph(x (N, 1, 28, 28) float32) for the fixed timestep, N dynamic."""
+    export_graph(FixedTimestepUNet(unet, timestep), (torch.randn(2, 1, 28, 28),), path, ["x"], "eps")
+
+
+def timestep_max_abs_error(path: Path, unet: nn.Module, timestep: int, x: np.ndarray) -> float:
+    """onnxruntime (CPU) on the folded graph against PyTorch's U-Net at that timestep, on the same inputs."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x})[0]
+    with torch.no_grad():
+        expected = unet.eval()(torch.from_numpy(x), torch.full((len(x),), timestep, dtype=torch.long)).numpy()
+    return float(np.abs(got - expected).max())

@@ -1,0 +1,64 @@
+"""The deployment-shaped U-Net: BatchNorm folded into its convolutions, timesteps folded into its biases, both exact
+to float rounding; and the BatchNorm statistics measured for the averaged weights at the end of training."""
+
+import pytest
+import torch
+
+from diffdefense.schedule import NoiseSchedule
+from diffdefense.training.models import FixedTimestepUNet, UNet, fold_batchnorm
+from diffdefense.training.train_ddpm import recalibrate_batchnorm
+
+
+def trained_looking(norm: str) -> UNet:
+    """A U-Net whose BatchNorms have non-trivial statistics and affine parameters, as after training."""
+    torch.manual_seed(0)
+    model = UNet((8, 16, 16), norm=norm)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_()
+            module.bias.data.normal_()
+    return model.eval()
+
+
+def test_an_unknown_normalisation_is_refused_by_name():
+    with pytest.raises(ValueError, match="Expected norm 'group' or 'batch', but got 'layer'"):
+        UNet(norm="layer")
+
+
+def test_folding_batchnorm_leaves_no_norm_and_the_same_function():
+    model = trained_looking("batch")
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x, t = torch.randn(4, 1, 28, 28) * 3, torch.tensor([0, 7, 14, 99])
+    with torch.no_grad():
+        assert (folded(x, t) - model(x, t)).abs().max() < 1e-5
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is left as it was
+
+
+@pytest.mark.parametrize("norm", ["group", "batch"])
+@pytest.mark.parametrize("timestep", [0, 14])
+def test_a_fixed_timestep_net_equals_the_net_at_that_timestep(norm, timestep):
+    model = trained_looking(norm)
+    fixed = FixedTimestepUNet(model, timestep)
+    assert fixed.unet.time_mlp is None  # nothing about time is left to compute
+    x = torch.randn(5, 1, 28, 28) * 20  # latents reach |x| of about 20 in the defence
+    with torch.no_grad():
+        expected = model(x, torch.full((5,), timestep))
+        assert (fixed(x) - expected).abs().max() < 1e-4 * expected.abs().max()
+        other = model(x, torch.full((5,), timestep + 1))
+        assert (fixed(x) - other).abs().max() > 1e-3  # the timestep does matter
+
+
+def test_recalibrated_statistics_are_the_training_distributions_and_seeded():
+    schedule = NoiseSchedule.linear(num_steps=10)
+    train_x = torch.rand(64, 1, 28, 28) * 2 - 1
+    one, two = trained_looking("batch"), trained_looking("batch")
+    recalibrate_batchnorm(one, schedule, train_x, seed=3, batches=4)
+    recalibrate_batchnorm(two, schedule, train_x, seed=3, batches=4)
+    norm = one.enc1.norm1
+    assert not norm.training and norm.momentum == 0.1
+    assert torch.equal(norm.running_mean, two.enc1.norm1.running_mean)
+    # measured afresh: the variances are no longer the uniform(0.5, 2) draws set above
+    assert not torch.equal(norm.running_var, trained_looking("batch").enc1.norm1.running_var)
