@@ -1,59 +1,81 @@
-"""tools/speedup_table.py: the runtime-against-reference rows from a benchmark JSON."""
+"""diffdefense.speedup: the side-by-side rows and floors from a benchmark JSON, and the tool that prints them."""
 
 import json
 
 from click.testing import CliRunner
 
+from diffdefense.speedup import measured_peaks, speedup_markdown, speedup_rows
 from tests.tool_loading import load_tool
 
 
-def bench(backend: str, preset: str, batch_size: int, ms: float, **extra) -> dict:
-    info = dict(backend=backend, preset=preset, batch_size=batch_size, ms_per_image=ms, **extra)
-    return {"name": f"test[{preset}-{batch_size}]", "extra_info": info}
+def bench(side: str, variant: str, batch_size: int, ms: float, **extra) -> dict:
+    backend = "runtime onnxruntime CPU" if side == "runtime" else "reference PyTorch CPU"
+    info = dict(backend=f"{backend}: {variant}", variant=variant, batch_size=batch_size, ms_per_image=ms, **extra)
+    return {"name": f"test[{variant}-{batch_size}]", "extra_info": info}
 
 
-def test_rows_pair_the_backends_per_preset_and_batch_and_leave_out_a_half_pair(tmp_path):
-    benchmarks = [
-        bench("runtime onnxruntime CPU", "default", 8, 50.0, unet_evaluations=120),
-        bench("reference PyTorch CPU", "default", 8, 60.0, threads=2),
-        bench("runtime onnxruntime CPU", "default", 1, 70.0, unet_evaluations=120),
-        bench("reference PyTorch CPU", "default", 1, 210.0, threads=2),
-        bench("runtime onnxruntime CPU", "paper", 8, 120.0, unet_evaluations=300),  # no reference: left out
-    ]
-    tool = load_tool("speedup_table")
-    rows = tool.speedup_rows(benchmarks)
-    assert [(r["preset"], r["batch_size"], round(r["ratio"], 3)) for r in rows] == [
-        ("default", 8, 1.2),
-        ("default", 1, 3.0),
-    ]
-    assert rows[0]["evaluations"] == 120
+PEAKS = [
+    {
+        "name": "sgemm[torch]",
+        "extra_info": {
+            "backend": "sgemm float32",
+            "library": "torch",
+            "gflops": 80.0,
+            "threads": 2,
+            "unet_flops_per_evaluation": 50e6,
+        },
+    },
+    {
+        "name": "sgemm[numpy]",
+        "extra_info": {
+            "backend": "sgemm float32",
+            "library": "numpy",
+            "gflops": 100.0,
+            "threads": 2,
+            "unet_flops_per_evaluation": 50e6,
+        },
+    },
+    {"name": "int8", "extra_info": {"backend": "gemm int8", "gops": 400.0, "unet_flops_per_evaluation": 50e6}},
+]
+RUNS = [
+    bench("runtime", "BatchNorm U-Net, folded timesteps", 8, 30.0, unet_evaluations=120),
+    bench("runtime", "BatchNorm U-Net, folded timesteps, int8", 8, 20.0, unet_evaluations=120, precision="int8"),
+    bench("reference", "BatchNorm U-Net, eager", 8, 90.0),
+    bench("reference", "BatchNorm U-Net, torch.compile", 8, 60.0),
+    bench("runtime", "BatchNorm U-Net, folded timesteps", 1, 40.0, unet_evaluations=120),
+]
+
+
+def test_rows_give_ratios_to_both_references_at_the_same_batch_and_leave_out_missing_ones():
+    rows = {(r["variant"], r["batch_size"]): r for r in speedup_rows(RUNS + PEAKS)}
+    folded = rows[("BatchNorm U-Net, folded timesteps", 8)]
+    assert folded["vs_eager"] == 3.0 and folded["vs_compiled"] == 2.0
+    frame = rows[("BatchNorm U-Net, folded timesteps", 1)]
+    assert "vs_eager" not in frame and "vs_compiled" not in frame  # no reference ran frame by frame
+    assert rows[("BatchNorm U-Net, eager", 8)]["side"] == "reference"
+
+
+def test_floors_use_the_faster_float32_library_and_the_int8_rate_by_precision():
+    peaks = measured_peaks(PEAKS)
+    assert peaks.float32_gflops == 100.0 and peaks.int8_gops == 400.0
+    rows = {(r["variant"], r["batch_size"]): r for r in speedup_rows(RUNS + PEAKS)}
+    # 120 evaluations x 50 MFLOP: 60 ms at 100 GFLOP/s (float32), 15 ms at 400 GOP/s (int8)
+    assert abs(rows[("BatchNorm U-Net, folded timesteps", 8)]["floor_ms"] - 60.0) < 1e-9
+    assert abs(rows[("BatchNorm U-Net, folded timesteps, int8", 8)]["floor_ms"] - 15.0) < 1e-9
+
+
+def test_without_peaks_there_are_no_floors():
+    assert all(row["floor_ms"] is None for row in speedup_rows(RUNS))
+
+
+def test_the_tool_prints_the_cpu_the_rates_and_the_rows(tmp_path):
     path = tmp_path / "b.json"
-    path.write_text(
-        json.dumps({"machine_info": {"cpu": {"brand_raw": "CPU X"}}, "datetime": "now", "benchmarks": benchmarks})
-    )
-    result = CliRunner().invoke(tool.main, [str(path)])
-    assert (
-        result.exit_code == 0
-        and "| `default` | 120 | 1 (frame by frame) | 70.0 ms | 210.0 ms | 3.00 |" in result.output
-    )
-
-
-def test_a_measured_peak_gives_each_row_its_floor_and_the_largest_possible_ratio(tmp_path):
-    peak = {"backend": "sgemm float32", "library": "numpy", "gflops": 100.0, "unet_flops_per_evaluation": 50e6}
-    slower = {**peak, "library": "torch", "gflops": 80.0}
-    benchmarks = [
-        bench("runtime onnxruntime CPU", "default", 8, 80.0, unet_evaluations=120),
-        bench("reference PyTorch CPU", "default", 8, 90.0, threads=2),
-        {"name": "test_sgemm_peak[torch]", "extra_info": {**slower, "threads": 2}},
-        {"name": "test_sgemm_peak[numpy]", "extra_info": {**peak, "threads": 2}},
-    ]
-    tool = load_tool("speedup_table")
-    (row,) = tool.speedup_rows(benchmarks)
-    # the faster library's rate: 120 evaluations x 50 MFLOP at 100 GFLOP/s, 60 ms at best, so no backend is 2x
-    # faster than the 90 ms reference
-    assert abs(row["floor_ms"] - 60.0) < 1e-9 and abs(row["largest_ratio"] - 1.5) < 1e-9
-    path = tmp_path / "b.json"
-    path.write_text(json.dumps({"machine_info": {}, "datetime": "now", "benchmarks": benchmarks}))
-    result = CliRunner().invoke(tool.main, [str(path)])
+    data = {"machine_info": {"cpu": {"brand_raw": "CPU X"}}, "datetime": "now", "benchmarks": RUNS + PEAKS}
+    path.write_text(json.dumps(data))
+    result = CliRunner().invoke(load_tool("speedup_table").main, [str(path)])
     assert result.exit_code == 0, result.output
-    assert "100.0 GFLOP/s (numpy, 2 threads)" in result.output and "| 60.0 ms | 1.50 |" in result.output
+    assert result.output == speedup_markdown(data) + "\n"
+    assert "CPU: CPU X" in result.output and "100.0 GFLOP/s (numpy, 2 threads)" in result.output
+    assert (
+        "| runtime: BatchNorm U-Net, folded timesteps | 8 | 30.0 | 3.00 | 2.00 | 60.0 ms (float32) |" in result.output
+    )
