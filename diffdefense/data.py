@@ -1,13 +1,16 @@
 """Loading MNIST-format IDX files (torchvision's raw folder layout), gzipped or not.
 
-The loader is numpy-only so that the runtime can use it without torch; ``as_tensors`` converts
-lazily for training. Every failure names the file and says what was expected and what came.
+A data set is a folder under the data root: the presets ``mnist`` and ``kmnist``, or any other name for
+a folder of your own 28 x 28 images in the same four files. The loader is numpy-only so that the runtime
+can use it without torch; ``as_tensors`` converts lazily for training. Every failure names the file and
+says what was expected and what came.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,9 +21,17 @@ IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 DATA_ENV_VAR = "DIFFDEFENSE_DATA"
 
+CACHE_FOLDER = "diffdefense"  # under $XDG_CACHE_HOME, else ~/.cache
+
 Split = Literal["train", "test"]
-DatasetName = Literal["mnist", "kmnist"]
-DATASET_NAMES: tuple[str, ...] = ("mnist", "kmnist")
+DATASET_NAMES: tuple[str, ...] = ("mnist", "kmnist")  # the presets; any other safe name is a folder of your own
+PRESET_LABELS = {
+    "mnist": [str(d) for d in range(10)],
+    "kmnist": ["お", "き", "す", "つ", "な", "は", "ま", "や", "れ", "を"],
+}
+# A data set's name is one folder under the data root (and under the weights folder): no separators, no "..".
+DATASET_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+LABELS_FILE = "labels.txt"  # optional in a folder of your own: its 10 class names, one a line
 
 # KMNIST ships without its 60,000 training images here (see shared/data/README.md), so the project
 # trains on a fixed split of the official test images: per class, in file order, the first 800 are
@@ -122,15 +133,45 @@ def load_idx_folder(folder: str | os.PathLike, split: Split, name: str | None = 
 
 
 def default_data_root() -> Path:
-    """``$DIFFDEFENSE_DATA`` if set, else the project's ``../shared/data`` (next to the checkout)."""
+    """``$DIFFDEFENSE_DATA`` if set, else the user cache: ``$XDG_CACHE_HOME/diffdefense`` or ``~/.cache/diffdefense``.
+
+    (``--data-root`` on the command line comes before both.) A relative ``$XDG_CACHE_HOME`` is ignored, as the XDG
+    specification asks."""
     if env := os.environ.get(DATA_ENV_VAR):
-        return Path(env)
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "shared" / "data"
-        if candidate.is_dir():
-            return candidate
-    return here.parents[2] / "shared" / "data"
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    cache = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return cache / CACHE_FOLDER
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if it can be a data set's folder name; a DataError saying what a name may hold otherwise."""
+    if not isinstance(name, str) or not DATASET_NAME_PATTERN.fullmatch(name):
+        raise DataError(
+            "Expected a data set name of 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit "
+            f"(it names a folder under the data root), but got {name!r}."
+        )
+    return name
+
+
+def dataset_folder(dataset: str, root: str | os.PathLike | None = None) -> Path:
+    """The folder a data set is read from: ``root / dataset``, the root defaulting to ``default_data_root()``."""
+    return (Path(root) if root is not None else default_data_root()) / check_dataset_name(dataset)
+
+
+def dataset_labels(dataset: str, root: str | os.PathLike | None = None) -> list[str]:
+    """The 10 class names: a preset's, else those in the folder's labels.txt (one a line), else "0" .. "9"."""
+    if dataset in PRESET_LABELS:
+        return list(PRESET_LABELS[dataset])
+    path = dataset_folder(dataset, root) / LABELS_FILE
+    if not path.is_file():
+        return [str(d) for d in range(10)]
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(names) != 10:
+        raise DataError(
+            f"Expected 10 class names in {path}, one a line (the classifiers are 10-way), but got {len(names)}."
+        )
+    return names
 
 
 def kmnist_split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,18 +187,26 @@ def kmnist_split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(held_out))
 
 
-def load_dataset(dataset: DatasetName, split: Split, root: str | os.PathLike | None = None) -> ImageSet:
-    """MNIST or KMNIST, ``split`` 'train' or 'test', from ``root`` (default: ``default_data_root()``).
+def load_dataset(dataset: str, split: Split, root: str | os.PathLike | None = None) -> ImageSet:
+    """A data set's ``split`` ('train' or 'test') from ``root / dataset`` (root default: ``default_data_root()``).
 
-    KMNIST's 'train' and 'test' are the project's fixed 8,000 / 2,000 split of the official test
-    images (see ``kmnist_split_indices``), since its training images are not available here.
+    ``dataset``: 'mnist', 'kmnist', or the name of a folder of your own holding the four MNIST-format files. KMNIST's
+    'train' and 'test' are the project's fixed 8,000 / 2,000 split of the official test images (see
+    ``kmnist_split_indices``), since its training images are not available here.
     """
-    if dataset not in DATASET_NAMES:
-        raise DataError(f"Expected a dataset name in {DATASET_NAMES}, but got {dataset!r}.")
-    root = Path(root) if root is not None else default_data_root()
-    folder = root / dataset
-    if dataset == "mnist":
-        return load_idx_folder(folder, split, name=f"mnist-{split}")
+    folder = dataset_folder(dataset, root)
+    if not folder.is_dir():
+        hint = (
+            f"fetch it with `diffdefense data fetch {dataset}`, or point"
+            if dataset in DATASET_NAMES
+            else f"{dataset!r} is not a preset ({', '.join(DATASET_NAMES)}), so it must be a folder of your own; point"
+        )
+        raise DataError(
+            f"Expected a folder of MNIST-format IDX files at {folder}, but it does not exist: {hint} --data-root or "
+            f"${DATA_ENV_VAR} at the folder that holds {dataset}/."
+        )
+    if dataset != "kmnist":
+        return load_idx_folder(folder, split, name=f"{dataset}-{split}")
     official_test = load_idx_folder(folder, "test")
     train_idx, eval_idx = kmnist_split_indices(official_test.labels)
     chosen = train_idx if split == "train" else eval_idx

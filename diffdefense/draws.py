@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,9 @@ class Draws:
 
 def draw(settings: DefenseSettings, batch: int, image_shape: tuple[int, ...] = IMAGE_SHAPE) -> Draws:
     """Seeded by settings.seed alone: the same seed and batch size give the same numbers (and refine's come after
-    the others, so that it leaves them as they were)."""
+    the others, so that it leaves them as they were). An image's latents depend on its index alone, but its noise
+    also on the batch size (the noise comes after every latent): a chunk of a call is cut from the call's draws
+    (draw_chunks), never drawn as a batch of its own."""
     rng = np.random.default_rng(settings.seed)
     shape = (batch, settings.num_candidates, *image_shape)
     latents = rng.standard_normal(shape, dtype=np.float32)
@@ -36,3 +39,65 @@ def draw(settings: DefenseSettings, batch: int, image_shape: tuple[int, ...] = I
     if not settings.refine:
         return Draws(latents, noise)
     return Draws(latents, noise, rng.standard_normal((1 + settings.num_steps, batch, *image_shape), dtype=np.float32))
+
+
+def draw_chunks(
+    settings: DefenseSettings,
+    batch: int,
+    bounds: list[tuple[int, int]],
+    image_shape: tuple[int, ...] = IMAGE_SHAPE,
+) -> Iterator[Draws]:
+    """draw(settings, batch, image_shape) cut into the images [start, stop) of each of bounds (consecutive, from 0
+    to batch), bit for bit, while holding one chunk's numbers at a time rather than the whole call's.
+
+    draw fills each array in C order from one generator, so a chunk's share of an array is one run of the stream
+    per leading index (per (run, step) of the noise, per step of the refining noise). One pass through the
+    generator, drawing and dropping each share, records the generator's state where each share begins; a chunk
+    then draws its shares from those states. The price is drawing every number twice (one chunk: once).
+    """
+    starts = [start for start, _ in bounds]
+    if not bounds or starts != [0, *(stop for _, stop in bounds[:-1])] or any(a >= b for a, b in bounds) or (
+        bounds[-1][1] != batch
+    ):
+        raise ValueError(f"Expected non-empty consecutive chunks from 0 to {batch}, but got {bounds}.")
+    if len(bounds) == 1:
+        return iter([draw(settings, batch, image_shape)])
+    return _replayed_chunks(settings, bounds, image_shape)
+
+
+def _replayed_chunks(
+    settings: DefenseSettings, bounds: list[tuple[int, int]], image_shape: tuple[int, ...]
+) -> Iterator[Draws]:
+    rng = np.random.default_rng(settings.seed)
+    per_image = [shape for shape, count in _blocks(settings, image_shape) for _ in range(count)]
+    starts = []  # starts[block][chunk]: the generator's state where that chunk's share of that block begins
+    for shape in per_image:
+        starts.append([])
+        for start, stop in bounds:
+            starts[-1].append(rng.bit_generator.state)
+            rng.standard_normal((stop - start, *shape), dtype=np.float32)
+    replay = np.random.Generator(type(rng.bit_generator)())
+    for chunk, (start, stop) in enumerate(bounds):
+        shares = []
+        for block, shape in enumerate(per_image):
+            replay.bit_generator.state = starts[block][chunk]
+            shares.append(replay.standard_normal((stop - start, *shape), dtype=np.float32))
+        yield _assemble(settings, shares)
+
+
+def _blocks(settings: DefenseSettings, image_shape: tuple[int, ...]) -> list[tuple[tuple[int, ...], int]]:
+    """draw's arrays in the generator's order, each as (one image's share of a block, number of blocks): the
+    latents, one block; the step noise, one block per (run, step); the refining noise, one block per step."""
+    candidates = (settings.num_candidates, *image_shape)
+    runs = settings.iterations if settings.fresh_noise else 1
+    blocks = [(candidates, 1), (candidates, runs * settings.num_steps)]
+    return blocks + [(image_shape, 1 + settings.num_steps)] if settings.refine else blocks
+
+
+def _assemble(settings: DefenseSettings, shares: list[np.ndarray]) -> Draws:
+    """A chunk's Draws from its shares of every block, in _blocks' order."""
+    runs = settings.iterations if settings.fresh_noise else 1
+    steps = runs * settings.num_steps
+    noise = np.stack(shares[1 : 1 + steps]).reshape(runs, settings.num_steps, *shares[1].shape)
+    refine_noise = np.stack(shares[1 + steps :]) if settings.refine else None
+    return Draws(shares[0], noise, refine_noise)

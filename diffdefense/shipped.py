@@ -1,49 +1,57 @@
 """The trained weights that ship in ``diffdefense/weights``: a manifest with sha256 and training records.
 
-Weights are safetensors files (no pickle). ``weight_file`` refuses a file whose checksum does not
-match the manifest, naming it. This module is numpy-only so the runtime can use it.
+``$DIFFDEFENSE_WEIGHTS`` names another folder of the same layout to train into and load from instead (your own
+models, for a data set of your own). Weights are safetensors files (no pickle). ``weight_file`` refuses a file whose
+checksum does not match the manifest, naming it. This module is numpy-only so the runtime can use it.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 from pathlib import Path
+
+from diffdefense.checksums import sha256_of
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
+FORMAT_KEY = "format_version"  # the key a bundle manifest uses too (runtime/manifest.py)
+LEGACY_FORMAT_KEY = "format"  # the key's earlier name: still read, never written (add_files renames it)
+WEIGHTS_ENV_VAR = "DIFFDEFENSE_WEIGHTS"
 
 
 class ChecksumError(ValueError):
     """A shipped file whose bytes are not the ones the manifest records."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def weights_root() -> Path:
+    """The weights folder in use: ``$DIFFDEFENSE_WEIGHTS`` if set, else the shipped ``WEIGHTS_DIR``."""
+    env = os.environ.get(WEIGHTS_ENV_VAR)
+    return Path(env).expanduser() if env else WEIGHTS_DIR
 
 
 def read_manifest(weights_dir: Path | None = None) -> dict:
-    path = (weights_dir or WEIGHTS_DIR) / MANIFEST_NAME
+    path = (weights_dir or weights_root()) / MANIFEST_NAME
     if not path.is_file():
-        return {"format": MANIFEST_FORMAT, "files": {}}
+        return {FORMAT_KEY: MANIFEST_FORMAT, "files": {}}
     manifest = json.loads(path.read_text())
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path} has format {manifest.get('format')!r}, but format {MANIFEST_FORMAT} was expected.")
+    if FORMAT_KEY not in manifest and LEGACY_FORMAT_KEY in manifest:
+        manifest = {FORMAT_KEY: manifest.pop(LEGACY_FORMAT_KEY)} | manifest
+    version = manifest.get(FORMAT_KEY)
+    if type(version) is not int or version != MANIFEST_FORMAT:  # type(): True == 1 in Python
+        raise ValueError(
+            f"{path} has format version {version!r}, but format version {MANIFEST_FORMAT} was expected."
+        )
     return manifest
 
 
 def verify_file(name: str, weights_dir: Path | None = None) -> Path:
     """Path of a shipped file after checking it against the manifest; raises if missing or changed."""
-    weights_dir = weights_dir or WEIGHTS_DIR
+    weights_dir = weights_dir or weights_root()
     entry = read_manifest(weights_dir)["files"].get(name)
     if entry is None:
         raise FileNotFoundError(f"{name} is not listed in {weights_dir / MANIFEST_NAME}.")
@@ -69,7 +77,7 @@ def verify_all(weights_dir: Path | None = None) -> list[str]:
 
 def add_files(names: list[str], weights_dir: Path | None = None) -> None:
     """Record the sha256 and size of files already in ``weights_dir`` (locked, written atomically)."""
-    weights_dir = weights_dir or WEIGHTS_DIR
+    weights_dir = weights_dir or weights_root()
     with open(weights_dir / ".manifest.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _add_files_locked(names, weights_dir)
@@ -90,5 +98,8 @@ def bundle_dir(dataset: str) -> Path:
     """The shipped ONNX bundle of a data set (made by tools/export.py)."""
     path = BUNDLES_DIR / dataset
     if not path.is_dir():
-        raise FileNotFoundError(f"There is no shipped bundle for {dataset!r} at {path}; make one with tools/export.py.")
+        raise FileNotFoundError(
+            f"There is no shipped bundle for {dataset!r} at {path}: export one with "
+            f"`diffdefense export --dataset {dataset} --out DIR` and pass --bundle DIR."
+        )
     return path

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +19,15 @@ import onnxruntime
 import torch
 
 from diffdefense import __version__, shipped
-from diffdefense.data import load_dataset
+from diffdefense.checksums import sha256_of
+from diffdefense.data import dataset_labels, load_dataset
 from diffdefense.export.onnx_export import export_classifier, export_unet, max_abs_error
 from diffdefense.export.vjp_export import export_unet_vjp, vjp_max_abs_error
-from diffdefense.runtime.bundle import FORMAT_VERSION, MANIFEST_NAME
+from diffdefense.runtime.bundle import MANIFEST_NAME
+from diffdefense.runtime.manifest import BundleManifest, DetectionRecord, FileEntry
 from diffdefense.settings import PRESETS
 from diffdefense.training.loading import load_classifier, load_unet
 
-LABELS = {"mnist": [str(d) for d in range(10)], "kmnist": ["お", "き", "す", "つ", "な", "は", "ま", "や", "れ", "を"]}
 PARITY_TOLERANCE = 1e-3
 ROLES = {"unet": "unet.onnx", "unet_vjp": "unet_vjp.onnx", "classifier": "classifier.onnx"}
 
@@ -64,7 +66,7 @@ def source_checksums(dataset: str) -> dict[str, str]:
 
 def calibrate_threshold(
     bundle_dir: Path, dataset: str, count: int, data_root: Path | None, seed: int = 0, target_fpr: float = 0.05
-) -> dict:
+) -> DetectionRecord:
     """The runtime's own reconstruction errors on clean *training-split* images (never test images) under the
     bundle's default settings; the threshold flags the top target_fpr of them."""
     from diffdefense.reference.detection import clean_threshold
@@ -72,21 +74,24 @@ def calibrate_threshold(
 
     train = load_dataset(dataset, "train", data_root)
     indices = np.sort(np.random.default_rng(seed).permutation(len(train))[:count])
-    defender = Defender(bundle_dir)
-    errors = np.concatenate(
-        [defender(train.subset(indices[i : i + 50]).float_images()).reconstruction_error for i in range(0, count, 50)]
+    with Defender(bundle_dir) as defender:
+        errors = np.concatenate(
+            [
+                defender(train.subset(indices[i : i + 50]).float_images()).reconstruction_error
+                for i in range(0, count, 50)
+            ]
+        )
+    return DetectionRecord(
+        threshold=clean_threshold(errors, target_fpr),
+        target_fpr=target_fpr,
+        calibration=f"{count} clean images of the {train.name} split, seed {seed}",
+        settings=defender.settings,
+        clean_error_median=float(np.median(errors)),
     )
-    return {
-        "threshold": clean_threshold(errors, target_fpr),
-        "target_fpr": target_fpr,
-        "calibration": f"{count} clean images of the {train.name} split, seed {seed}",
-        "settings": defender.settings.to_dict(),
-        "clean_error_median": float(np.median(errors)),
-    }
 
 
-def _write_manifest(folder: Path, manifest: dict) -> None:
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+def _write_manifest(folder: Path, manifest: BundleManifest) -> None:
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n")
 
 
 def export_bundle(
@@ -116,33 +121,29 @@ def export_bundle(
                         f"(tolerance {PARITY_TOLERANCE})."
                     )
                 parity[f"{role}_{kind}_max_abs_error"] = error
-        files = {
-            name: {"sha256": shipped.sha256_of(tmp / name), "bytes": (tmp / name).stat().st_size}
-            for name in ROLES.values()
-        }
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "dataset": dataset,
-            "labels": LABELS[dataset],
-            "image": {"shape": [1, 28, 28], "dtype": "float32", "range": [0.0, 1.0]},
-            "model_range": [-1.0, 1.0],
-            "schedule": {"betas": schedule.betas.tolist()},
-            "defaults": {"preset": preset, "settings": PRESETS[preset].to_dict()},
-            "roles": ROLES,
-            "files": files,
-            "parity": parity,
-            "sources": source_checksums(dataset),
-            "versions": {
+        manifest = BundleManifest(
+            dataset=dataset,
+            labels=dataset_labels(dataset, data_root),
+            image_shape=(1, 28, 28),
+            betas=schedule.betas.tolist(),
+            default_preset=preset,
+            default_settings=PRESETS[preset],
+            roles=ROLES,
+            files={name: FileEntry(sha256_of(tmp / name), (tmp / name).stat().st_size) for name in ROLES.values()},
+            parity=parity,
+            sources=source_checksums(dataset),
+            versions={
                 "diffdefense": __version__,
                 "torch": torch.__version__,
                 "onnx": onnx.__version__,
                 "onnxruntime": onnxruntime.__version__,
                 "python": platform.python_version(),
             },
-        }
+        )
         _write_manifest(tmp, manifest)
         if calibration_images:
-            manifest["detection"] = calibrate_threshold(tmp, dataset, calibration_images, data_root)
+            detection = calibrate_threshold(tmp, dataset, calibration_images, data_root)
+            manifest = replace(manifest, detection=detection)
             _write_manifest(tmp, manifest)
         _swap_into_place(tmp, out_dir)
     except BaseException:

@@ -1,7 +1,8 @@
 """The lean runtime (no torch): load a bundle, defend images, classify, flag likely attacks.
 
 Same algorithm, coefficients and random numbers as the PyTorch reference (diffdefense.reference), with the
-U-Net and the classifier run by onnxruntime. All B x R candidates of a batch go through the U-Net together.
+U-Net and the classifier run by onnxruntime. A batch is cut into chunks that fit a memory budget
+(runtime/chunking.py); all the R candidates of a chunk's images go through the U-Net together.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from diffdefense.draws import draw
+from diffdefense.draws import Draws, draw_chunks
 from diffdefense.respace import reverse_chain
-from diffdefense.runtime.backends import make_runner
-from diffdefense.runtime.bundle import SETTINGS_LIMITS, load_bundle
+from diffdefense.runtime.backends import BackendOptions, ClosedRunner, make_runner
+from diffdefense.runtime.bundle import load_bundle
+from diffdefense.runtime.chunking import chunk_bounds, images_per_chunk
 from diffdefense.runtime.device_loop import DeviceLoop, choose_kernels
 from diffdefense.runtime.fused import load_step_ops
+from diffdefense.runtime.manifest import SETTINGS_LIMITS, DetectionRecord
 from diffdefense.runtime.steps import unit_to_image
 from diffdefense.runtime.validation import check_images
-from diffdefense.schedule import NoiseSchedule
 from diffdefense.settings import PRESETS, DefenseSettings
 
 MAX_ITERATIONS = SETTINGS_LIMITS["iterations"]  # per call, as for a bundle's settings: L sizes the noise drawn
@@ -71,44 +73,49 @@ class Defender:
     """defender(images) -> DefenseResult, for images (B, 1, 28, 28) float in [0, 1].
 
     settings: a DefenseSettings, a preset name, or None for the bundle's defaults.
-    provider: 'cpu', 'cuda' or 'tensorrt' (onnxruntime execution providers), or 'tensorrt-engine' (TensorRT
-        itself, with engines built for this GPU on first use and cached); never a silent fallback.
-    fp16: half-precision TensorRT engines ('tensorrt-engine' only).
     threshold: reconstruction error above which an input is flagged; None uses the bundle's, if it has one.
-    step_ops: the elementwise steps' implementation, 'auto' (cpp_ext if installed), 'cpp_ext' or 'numpy'.
-    device_loop: keep the loop's buffers on the GPU (runtime/device_loop.py): None runs it wherever it can (provider
-        'cuda' or 'tensorrt', step_ops 'auto', cpp_ext's CUDA module, a visible GPU), True insists (BackendError
-        naming what is missing), False never. The attribute device_loop says whether it runs.
+    backend: where the models and the elementwise steps run, a BackendOptions (provider, threads, fp16, step_ops,
+        device_loop; its docstring says what each means). The keyword arguments of the same names build one
+        instead (those left None take BackendOptions' defaults); give one or the other. The attribute backend holds
+        the options; device_loop says whether the device loop runs.
+
+    A Defender owns its sessions (or engines): close() releases them, as does leaving a `with Defender(...)` block;
+    a closed Defender refuses to run with a BackendError.
     """
 
     def __init__(
         self,
         bundle: str | Path,
         settings: DefenseSettings | str | None = None,
-        provider: str = "cpu",
+        provider: str | None = None,
         threshold: float | None = None,
         threads: int | None = None,
-        step_ops: str = "auto",
-        fp16: bool = False,
+        step_ops: str | None = None,
+        fp16: bool | None = None,
         device_loop: bool | None = None,
+        *,
+        backend: BackendOptions | None = None,
     ) -> None:
-        kernels = choose_kernels(provider, device_loop, step_ops)
-        self.steps = load_step_ops(step_ops)
+        self.closed = False
+        keywords = {"provider": provider, "threads": threads, "fp16": fp16, "step_ops": step_ops}
+        self.backend = _backend_options(backend, **keywords, device_loop=device_loop)
+        kernels = choose_kernels(self.backend.provider, self.backend.device_loop, self.backend.step_ops)
+        self.steps = load_step_ops(self.backend.step_ops)
         self.bundle = load_bundle(bundle)
         manifest = self.bundle.manifest
         if settings is None:
-            settings = DefenseSettings.from_dict(manifest["defaults"]["settings"])
+            settings = manifest.default_settings
         elif isinstance(settings, str):
             if settings not in PRESETS:
                 raise ValueError(f"Expected a preset in {sorted(PRESETS)}, but got {settings!r}.")
             settings = PRESETS[settings]
-        if settings.gradient == "full" and "unet_vjp" not in manifest.get("roles", {}):
+        if settings.gradient == "full" and "unet_vjp" not in manifest.roles:
             raise ValueError(
                 "The full-gradient mode needs the U-Net's vector-Jacobian graph, which this bundle does not "
                 "carry; export it again with tools/export.py, or use gradient='straight-through'."
             )
         self.settings = settings
-        schedule = NoiseSchedule(np.array(manifest["schedule"]["betas"]))
+        schedule = manifest.schedule()
         self.chain = reverse_chain(schedule, settings.start_step, settings.num_steps, settings.eta)
         # latent_init 'input' and 'blank': z = c0 (2 x - 1) + c1 n, a canvas x diffused to the chain's start level
         self.start_coefficients = tuple(float(c) for c in schedule.q_sample_coefficients(np.array(settings.start_step)))
@@ -117,22 +124,43 @@ class Defender:
         self.coefficients = [
             (float(a), float(b), float(s)) for a, b, s in zip(self.chain.a, self.chain.b, self.chain.s, strict=True)
         ]
-        self.image_shape = tuple(manifest["image"]["shape"])
-        self.label_names = list(manifest["labels"])
+        self.image_shape = manifest.image_shape
+        self.label_names = list(manifest.labels)
         if threshold is not None and not (
             isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and 0.0 <= threshold < math.inf
         ):  # NaN would never flag, infinity never could
             raise ValueError(f"Expected threshold to be None or a finite number >= 0, but got {threshold!r}.")
-        self.threshold = float(threshold) if threshold is not None else _bundle_threshold(manifest, settings)
-        self.unet = self._runner("unet", provider, threads, fp16)
-        self.classifier = self._runner("classifier", provider, threads, fp16)
-        self.unet_vjp = self._runner("unet_vjp", provider, threads, fp16) if settings.gradient == "full" else None
+        self.threshold = float(threshold) if threshold is not None else _bundle_threshold(manifest.detection, settings)
+        self.unet = self._runner("unet")
+        self.classifier = self._runner("classifier")
+        self.unet_vjp = self._runner("unet_vjp") if settings.gradient == "full" else None
         self.device_loop = DeviceLoop(self.unet, self.unet_vjp, kernels) if kernels else None
 
-    def _runner(self, role: str, provider: str, threads: int | None, fp16: bool):
+    def _runner(self, role: str):
         """A role's graph from the bytes load_bundle verified, never re-read from disk (the file could have been
         swapped since); the path only names it in messages."""
-        return make_runner(self.bundle.path(role), provider, threads, fp16, data=self.bundle.graph(role))
+        o = self.backend
+        return make_runner(self.bundle.path(role), o.provider, o.threads, o.fp16, data=self.bundle.graph(role))
+
+    def close(self) -> None:
+        """Release every runner's session or engine; a second call does nothing. The runners are replaced by
+        stand-ins whose run raises a BackendError saying that this Defender was closed."""
+        if self.closed:
+            return
+        self.closed = True
+        self.device_loop = None  # it runs on the runners' sessions
+        for role in ("unet", "unet_vjp", "classifier"):
+            runner = getattr(self, role)
+            if runner is not None:
+                runner.close()
+                message = f"This Defender was closed, so it cannot run {runner.name}; make a new Defender."
+                setattr(self, role, ClosedRunner(runner.name, message))
+
+    def __enter__(self) -> Defender:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def step_ops_name(self) -> str:
@@ -150,13 +178,24 @@ class Defender:
         return c0 * (2.0 * canvas - 1.0) + c1 * noise
 
     def reconstruct(
-        self, images: np.ndarray, initial_latents: np.ndarray | None = None, iterations: int | None = None
+        self,
+        images: np.ndarray,
+        initial_latents: np.ndarray | None = None,
+        iterations: int | None = None,
+        *,
+        max_batch: int | None = None,
+        memory_budget: int | None = None,
     ) -> Reconstruction:
-        """Algorithm 1 on checked images.
+        """Algorithm 1 on checked images, in chunks that fit a memory budget (runtime/chunking.py), one after the
+        other, each with its share of the whole call's random draws: the same results, bit for bit, however the
+        call is cut.
 
         initial_latents (B, K, 1, 28, 28), K <= R: start the first K candidates there instead of at the drawn
         ones (a warm start from the previous frame); the other R - K stay fresh.
         iterations: L for this call instead of the settings' (a warm start needs fewer).
+        max_batch: at most this many images per chunk (None: as many as the budget allows).
+        memory_budget: bytes of working memory a chunk may take (None: chunking.DEFAULT_MEMORY_BUDGET, 1 GiB), at
+            a measured cost per candidate (chunking.candidate_bytes); at least one image per chunk whatever it is.
         """
         if iterations is not None and (not isinstance(iterations, int) or not 1 <= iterations <= MAX_ITERATIONS):
             raise ValueError(f"Expected iterations to be an integer in [1, {MAX_ITERATIONS}], but got {iterations!r}.")
@@ -164,7 +203,26 @@ class Defender:
         if initial_latents is not None:  # before drawing anything
             initial_latents = self._check_latents(initial_latents, batch)
         s = self.settings if iterations is None else self.settings.with_(iterations=iterations)
-        draws = draw(s, batch, self.image_shape)
+        bounds = chunk_bounds(batch, images_per_chunk(s, self.image_shape, max_batch, memory_budget))
+        parts = [
+            self._reconstruct_chunk(
+                images[start:stop], None if initial_latents is None else initial_latents[start:stop], draws, s
+            )
+            for (start, stop), draws in zip(bounds, draw_chunks(s, batch, bounds, self.image_shape), strict=True)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        return Reconstruction(
+            np.concatenate([part.images for part in parts]),
+            np.concatenate([part.errors for part in parts]),
+            np.concatenate([part.latents for part in parts]),
+        )
+
+    def _reconstruct_chunk(
+        self, images: np.ndarray, initial_latents: np.ndarray | None, draws: Draws, s: DefenseSettings
+    ) -> Reconstruction:
+        """Algorithm 1 on one chunk of checked images, with the chunk's draws and checked initial latents."""
+        batch = images.shape[0]
         n = batch * s.num_candidates
         target = np.repeat(images, s.num_candidates, axis=0)
         latents = self.start_latents(images, draws.latents)
@@ -268,15 +326,27 @@ class Defender:
         return grad
 
     def __call__(
-        self, images: np.ndarray, initial_latents: np.ndarray | None = None, iterations: int | None = None
+        self,
+        images: np.ndarray,
+        initial_latents: np.ndarray | None = None,
+        iterations: int | None = None,
+        *,
+        max_batch: int | None = None,
+        memory_budget: int | None = None,
     ) -> DefenseResult:
-        """Defend and classify a batch; initial_latents and iterations as in reconstruct (a warm start)."""
+        """Defend and classify a batch; initial_latents and iterations as in reconstruct (a warm start), and
+        max_batch and memory_budget too: a large batch is defended and classified in chunks that fit the budget
+        (1 GiB unless told otherwise), with the results of one unchunked call, bit for bit."""
         images = check_images(images, self.image_shape)
         start = time.perf_counter()
-        reconstruction = self.reconstruct(images, initial_latents, iterations)
+        reconstruction = self.reconstruct(
+            images, initial_latents, iterations, max_batch=max_batch, memory_budget=memory_budget
+        )
         reconstructions, errors = reconstruction.images, reconstruction.errors
         defended = time.perf_counter()
-        probabilities = softmax(self.classifier.run(reconstructions).astype(np.float64))
+        size = images_per_chunk(self.settings, self.image_shape, max_batch, memory_budget)
+        logits = [self.classifier.run(reconstructions[k : k + size]) for k in range(0, len(reconstructions), size)]
+        probabilities = softmax(np.concatenate(logits).astype(np.float64))
         done = time.perf_counter()
         # The last line of defence: checked inputs can still overflow a model (an fp16 engine, say); NaN is no answer.
         outputs = (reconstructions, errors, probabilities, reconstruction.latents)
@@ -301,9 +371,23 @@ class Defender:
         )
 
 
-def _bundle_threshold(manifest: dict, settings: DefenseSettings) -> float | None:
+def _bundle_threshold(detection: DetectionRecord | None, settings: DefenseSettings) -> float | None:
     """The bundle's calibrated threshold, which holds only for the settings it was calibrated with."""
-    detection = manifest.get("detection")
-    if not detection or DefenseSettings.from_dict(detection["settings"]) != settings:
+    if detection is None or detection.settings != settings:
         return None
-    return float(detection["threshold"])
+    return detection.threshold
+
+
+def _backend_options(backend: BackendOptions | None, **keywords: object) -> BackendOptions:
+    """backend, or BackendOptions from the Defender's older keyword arguments (those not None); never both."""
+    given = {name: value for name, value in keywords.items() if value is not None}
+    if backend is None:
+        return BackendOptions(**given)
+    if not isinstance(backend, BackendOptions):
+        raise ValueError(f"Expected backend to be a BackendOptions or None, but got {backend!r}.")
+    if given:
+        raise ValueError(
+            f"Expected the backend choice either as backend=BackendOptions(...) or as keyword arguments, but got "
+            f"both: backend and {', '.join(sorted(given))}."
+        )
+    return backend

@@ -16,14 +16,23 @@ but needs the sessions built with that stream.
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Any, Protocol
 
 import numpy as np
 
-from diffdefense.runtime.backends import PROVIDERS, BackendError, available_providers
+from diffdefense.runtime.backends import PROVIDERS, BackendError, Runner, available_providers
 from diffdefense.runtime.fused import INSTALL_HINT
 from diffdefense.settings import DefenseSettings
 
 DEVICE_PROVIDERS = ("cuda", "tensorrt")
+
+
+class SessionRunner(Runner, Protocol):
+    """A Runner whose onnxruntime session the loop binds its device buffers to (OnnxRunner on 'cuda' or
+    'tensorrt'): session is an onnxruntime InferenceSession, input_names its inputs in run's order."""
+
+    session: Any
+    input_names: list[str]
 
 
 def find_kernels(provider: str) -> tuple[ModuleType | None, str | None]:
@@ -84,13 +93,16 @@ def buffer_shapes(settings: DefenseSettings, candidates: int, image_shape: tuple
 class DeviceLoop:
     """run(...) -> (images, losses, latents) of all candidates, as the Defender's host loop returns them.
 
-    unet, unet_vjp: OnnxRunners on the CUDA or TensorRT provider (unet_vjp None outside the full-gradient mode);
+    unet, unet_vjp: SessionRunners, OnnxRunners on the CUDA or TensorRT provider (unet_vjp None outside the
+    full-gradient mode), owned by the caller;
     kernels: diffdefense_fused._cuda; device: where onnxruntime allocates the buffers, 'cuda' (device 0, where the
     provider and the kernels run by default). tests/test_device_loop.py passes 'cpu' with numpy stand-ins for the
     kernels, to check the loop's bookkeeping without a GPU; name then says 'cpu'.
     """
 
-    def __init__(self, unet, unet_vjp, kernels: ModuleType, device: str = "cuda") -> None:
+    def __init__(
+        self, unet: SessionRunner, unet_vjp: SessionRunner | None, kernels: ModuleType, device: str = "cuda"
+    ) -> None:
         import onnxruntime
 
         self.ort_value = onnxruntime.OrtValue
@@ -106,14 +118,14 @@ class DeviceLoop:
     def _empty(self, shape: tuple[int, ...]):
         return self.ort_value.ortvalue_from_shape_and_type(list(shape), np.float32, self.device, 0)
 
-    def _bind(self, runner, inputs: tuple, output):
+    def _bind(self, runner: SessionRunner, inputs: tuple, output):
         binding = runner.session.io_binding()
         for name, value in zip(runner.input_names, inputs, strict=True):
             binding.bind_ortvalue_input(name, value)
         binding.bind_ortvalue_output(runner.session.get_outputs()[0].name, output)
         return binding
 
-    def _run(self, runner, binding) -> None:
+    def _run(self, runner: SessionRunner, binding) -> None:
         self.kernels.synchronize(0)  # the kernels that wrote this run's inputs have finished (module docstring)
         try:
             runner.session.run_with_iobinding(binding, self.run_options)

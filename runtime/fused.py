@@ -11,9 +11,9 @@ from types import ModuleType
 import numpy as np
 
 from diffdefense.runtime import steps
-from diffdefense.runtime.backends import BackendError
+from diffdefense.runtime.backends import STEP_OPS, BackendError
 
-KINDS = ("auto", "cpp_ext", "numpy")
+KINDS = STEP_OPS  # ("auto", "cpp_ext", "numpy"), written once in BackendOptions
 INSTALL_HINT = "install it from the repository root with `python -m pip install ./cpp_ext` (needs a C++ compiler)"
 
 

@@ -66,7 +66,7 @@ def expand_inputs(paths) -> list[Path]:
 
 def read_picture(path: Path, preprocessor) -> ImageFile:
     """A picture file (PNG, JPEG, ...) through the frame preprocessing, as one image."""
-    from diffdefense.runtime.frames import import_cv2
+    from diffdefense.runtime.stream.frames import import_cv2
 
     cv2 = import_cv2()
     frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -81,7 +81,7 @@ def read_image_file(path: str | Path, preprocessor=None) -> ImageFile:
     if not path.is_file():
         raise ValueError(f"Expected an image file at {path}, but there is none.")
     if path.suffix.lower() in PICTURE_SUFFIXES:
-        from diffdefense.runtime.frames import FramePreprocessor
+        from diffdefense.runtime.stream.frames import FramePreprocessor
 
         return read_picture(path, preprocessor or FramePreprocessor())
     with _damage_named(path):

@@ -41,9 +41,14 @@ def tiny_data_root(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def real_data_root() -> Path:
+    """The data root holding the real MNIST and KMNIST files; the test is skipped, saying why, where it does not."""
     root = default_data_root()
-    if not (root / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"the real MNIST/KMNIST data are not at {root} (set DIFFDEFENSE_DATA to their folder)")
+    missing = [name for name in ("mnist", "kmnist") if not (root / name / "t10k-images-idx3-ubyte.gz").is_file()]
+    if missing:
+        pytest.skip(
+            f"the real {' and '.join(missing)} data are not in {root}: set DIFFDEFENSE_DATA to a folder holding "
+            f"them, or run `diffdefense data fetch {missing[0]}`"
+        )
     return root
 
 

@@ -19,6 +19,7 @@ import pytest
 import diffdefense.runtime.bundle as bundle_module
 import diffdefense.runtime.defender as defender_module
 import diffdefense.runtime.graph_checks as graph_checks
+import diffdefense.runtime.manifest as manifest_module
 from diffdefense.runtime.backends import OnnxRunner
 from diffdefense.runtime.bundle import MAX_MANIFEST_BYTES, BundleError, load_bundle
 from diffdefense.runtime.defender import Defender
@@ -271,7 +272,7 @@ def test_the_untouched_copy_and_both_shipped_bundles_load(copy):
     bundle = load_bundle(copy)
     assert bundle.graph("unet") == (copy / UNET).read_bytes()
     for dataset in ("mnist", "kmnist"):
-        assert set(load_bundle(BUNDLES_DIR / dataset).manifest["roles"]) == {"unet", "unet_vjp", "classifier"}
+        assert set(load_bundle(BUNDLES_DIR / dataset).manifest.roles) == {"unet", "unet_vjp", "classifier"}
 
 
 def test_nothing_runs_while_a_bundle_is_checked(copy, monkeypatch):
@@ -382,7 +383,7 @@ def test_checksums_are_not_signatures(copy):
 
 
 def test_the_load_path_never_unpickles():
-    for module in (bundle_module, graph_checks):
+    for module in (bundle_module, manifest_module, graph_checks):
         source = Path(module.__file__).read_text()
         for word in ("pickle", "np.load", "torch.load", "allow_pickle"):
             assert word not in source.replace("Nothing is ever unpickled", ""), module.__name__

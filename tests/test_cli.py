@@ -46,9 +46,16 @@ def test_models_verify_fails_with_exit_1_on_a_changed_file(tmp_path, monkeypatch
     assert result.exit_code == 1 and "mnist/model_b.json has sha256" in result.output
 
 
-def test_bad_dataset_name_is_a_usage_error():
-    result = CliRunner().invoke(main, ["train", "ddpm", "--dataset", "cifar", "--out", "x"])
-    assert result.exit_code == 2 and "'cifar' is not one of" in result.output
+def test_a_dataset_name_that_is_not_a_safe_folder_name_is_a_usage_error():
+    result = CliRunner().invoke(main, ["train", "ddpm", "--dataset", "../cifar", "--out", "x"])
+    assert result.exit_code == 2 and "Expected a data set name of 1 to 64 letters" in result.output
+
+
+def test_a_dataset_of_your_own_without_a_bundle_says_how_to_make_one():
+    result = CliRunner().invoke(main, ["defend", "diffdefense/samples/mnist.npz", "--dataset", "cifar"])
+    assert result.exit_code == 1 and "`diffdefense export --dataset cifar --out DIR` and pass --bundle DIR" in (
+        result.output
+    )
 
 
 def test_missing_data_folder_gives_a_clear_error(tmp_path):

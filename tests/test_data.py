@@ -8,6 +8,7 @@ from diffdefense.data import (
     IMAGE_MAGIC,
     LABEL_MAGIC,
     DataError,
+    dataset_labels,
     default_data_root,
     kmnist_split_indices,
     load_dataset,
@@ -76,9 +77,32 @@ def test_count_mismatch_is_refused(tmp_path):
         load_idx_folder(folder, "train")
 
 
-def test_unknown_dataset_is_refused(tiny_data_root):
-    with pytest.raises(DataError, match="Expected a dataset name"):
+def test_a_name_that_is_no_preset_and_no_folder_is_refused_saying_so(tiny_data_root):
+    with pytest.raises(DataError, match=r"cifar, but it does not exist: 'cifar' is not a preset \(mnist, kmnist\)"):
         load_dataset("cifar", "train", tiny_data_root)
+
+
+@pytest.mark.parametrize("name", ["../mnist", "a/b", "..", ".hidden", "", "x" * 65, "mnist\n"])
+def test_a_dataset_name_that_is_not_a_safe_folder_name_is_refused(tiny_data_root, name):
+    with pytest.raises(DataError, match="Expected a data set name of 1 to 64 letters, digits"):
+        load_dataset(name, "train", tiny_data_root)
+
+
+def test_a_folder_of_your_own_loads_by_its_name_with_digit_labels_by_default(tmp_path):
+    write_idx_folder(tmp_path / "my-digits_2", n_train=20, n_test=10, gz=False)
+    train = load_dataset("my-digits_2", "train", tmp_path)
+    assert len(train) == 20 and train.name == "my-digits_2-train"
+    assert dataset_labels("my-digits_2", tmp_path) == [str(d) for d in range(10)]
+    assert dataset_labels("kmnist", tmp_path)[0] == "お"
+
+
+def test_labels_txt_names_the_classes_of_a_folder_of_your_own(tmp_path):
+    folder = write_idx_folder(tmp_path / "parts")
+    (folder / "labels.txt").write_text("\n".join(f"part {d}" for d in range(10)) + "\n")
+    assert dataset_labels("parts", tmp_path)[9] == "part 9"
+    (folder / "labels.txt").write_text("bolt\nnut\n")
+    with pytest.raises(DataError, match="Expected 10 class names in .*labels.txt, one a line .*, but got 2"):
+        dataset_labels("parts", tmp_path)
 
 
 def test_environment_variable_sets_the_data_root(monkeypatch, tmp_path):

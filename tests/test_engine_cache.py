@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-import diffdefense.runtime.tensorrt_engines as engines
-from diffdefense.runtime.tensorrt_engines import EngineBuildError, cached_engine, record_path
+import diffdefense.runtime.backends.tensorrt_engines as engines
+from diffdefense.runtime.backends.tensorrt_engines import EngineBuildError, cached_engine, record_path
 from diffdefense.shipped import BUNDLES_DIR
 
 pytest.importorskip("polygraphy", reason="the engine key records polygraphy's version ([dev] or [tensorrt] extras)")

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from diffdefense.runtime.bundle import BundleError, load_bundle
+from diffdefense.settings import PRESETS
 
 ROLES = ("unet", "unet_vjp", "classifier")
 
@@ -20,12 +21,16 @@ def bundle_dir(exported_bundle):
 def test_bundle_manifest_and_parity(bundle_dir):
     bundle = load_bundle(bundle_dir)
     m = bundle.manifest
-    assert m["labels"] == [str(d) for d in range(10)] and m["image"]["range"] == [0.0, 1.0]
-    assert len(m["schedule"]["betas"]) == 100 and m["defaults"]["preset"] == "paper"
-    assert set(m["parity"]) == {
+    assert m.labels == tuple(str(d) for d in range(10)) and m.image_shape == (1, 28, 28)
+    assert len(m.betas) == 100 and m.default_preset == "paper" and m.default_settings == PRESETS["paper"]
+    assert set(m.parity) == {
         f"{r}_{k}_max_abs_error" for r in ("unet", "unet_vjp", "classifier") for k in ("random", "real")
     }
-    assert max(m["parity"].values()) < 1e-4
+    assert max(m.parity.values()) < 1e-4
+    # What the exporter wrote is to_json's output, in to_json's order, and reads back as the same manifest.
+    written = json.loads((bundle_dir / "manifest.json").read_text())
+    assert list(written) == list(m.to_json()) and written == m.to_json()
+    assert written["image"]["range"] == [0.0, 1.0] and written["format_version"] == 1
     assert not list(bundle_dir.parent.glob("*.tmp-*"))
 
 

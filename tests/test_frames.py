@@ -6,7 +6,7 @@ import pytest
 cv2 = pytest.importorskip("cv2", reason="OpenCV (the [video] extra) is not installed")
 
 from diffdefense.runtime.defender import Defender  # noqa: E402
-from diffdefense.runtime.frames import FramePreprocessor, defend_frames  # noqa: E402
+from diffdefense.runtime.stream.frames import FramePreprocessor, defend_frames  # noqa: E402
 from diffdefense.settings import PRESETS  # noqa: E402
 from diffdefense.shipped import SAMPLES_DIR, bundle_dir  # noqa: E402
 

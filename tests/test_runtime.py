@@ -108,9 +108,9 @@ def test_result_fields_and_seeding(exported_bundle, images):
 
 def test_bundle_defaults_are_the_paper_preset_with_a_calibrated_threshold(exported_bundle):
     defender = Defender(exported_bundle.path)
-    detection = defender.bundle.manifest["detection"]
-    assert defender.settings == PRESETS["paper"] and defender.threshold == detection["threshold"]
-    assert "8 clean images of the mnist-train split" in detection["calibration"]
+    detection = defender.bundle.manifest.detection
+    assert defender.settings == PRESETS["paper"] and defender.threshold == detection.threshold
+    assert "8 clean images of the mnist-train split" in detection.calibration
     # The threshold belongs to the settings it was calibrated with: other settings get none unless given.
     assert Defender(exported_bundle.path, FAST).threshold is None
 

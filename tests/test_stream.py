@@ -13,14 +13,14 @@ cv2 = pytest.importorskip("cv2", reason="OpenCV (the [video] extra) is not insta
 from click.testing import CliRunner  # noqa: E402
 
 from diffdefense.cli import main  # noqa: E402
-from diffdefense.runtime import stream as stream_module  # noqa: E402
-from diffdefense.runtime.annotate import AnnotatedVideoWriter  # noqa: E402
+from diffdefense.runtime.stream import reader as reader_module  # noqa: E402
+from diffdefense.runtime.stream.annotate import AnnotatedVideoWriter  # noqa: E402
 from diffdefense.runtime.defender import Defender  # noqa: E402
-from diffdefense.runtime.frame_queue import FrameQueue, QueueClosed  # noqa: E402
-from diffdefense.runtime.frames import FramePreprocessor  # noqa: E402
+from diffdefense.runtime.stream.frame_queue import FrameQueue, QueueClosed  # noqa: E402
+from diffdefense.runtime.stream.frames import FramePreprocessor  # noqa: E402
 from diffdefense.runtime.stream import FrameReader, StreamError, defend_stream  # noqa: E402
-from diffdefense.runtime.stream_summary import FrameLog, calibrated_threshold, summarize  # noqa: E402
-from diffdefense.runtime.warm_start import WarmStart  # noqa: E402
+from diffdefense.runtime.stream.summary import FrameLog, calibrated_threshold, format_summary, summarize  # noqa: E402
+from diffdefense.runtime.stream.warm_start import WarmStart  # noqa: E402
 from diffdefense.settings import PRESETS  # noqa: E402
 from diffdefense.shipped import SAMPLES_DIR, bundle_dir  # noqa: E402
 
@@ -124,7 +124,7 @@ class FakeCapture:
 @pytest.mark.parametrize("stall, fail", [(False, False), (True, False), (False, True)])
 def test_a_camera_that_closes_stalls_or_fails_never_hangs(monkeypatch, stall, fail):
     capture = FakeCapture(3, stall=stall, fail=fail)
-    monkeypatch.setattr(stream_module, "open_capture", lambda source: (capture, "camera"))
+    monkeypatch.setattr(reader_module, "open_capture", lambda source: (capture, "camera"))
     reader = FrameReader(0, drop_oldest=False, read_timeout=0.3)
     seen = []
     started = time.perf_counter()
@@ -158,7 +158,7 @@ class StallingCapture:
 
 def test_a_camera_stuck_in_read_is_released_once_when_the_read_returns(monkeypatch):
     capture = StallingCapture()
-    monkeypatch.setattr(stream_module, "open_capture", lambda source: (capture, "camera"))
+    monkeypatch.setattr(reader_module, "open_capture", lambda source: (capture, "camera"))
     reader = FrameReader(0, read_timeout=0.2)
     assert reader.fps is None  # a wrapper that cannot say its frame rate: unknown, not an error
     reader.close()  # returns after its wait, the reader still blocked in read()
@@ -170,13 +170,38 @@ def test_a_camera_stuck_in_read_is_released_once_when_the_read_returns(monkeypat
     assert capture.releases == 1
 
 
-def test_a_live_source_drops_stale_frames_while_the_consumer_is_slow(monkeypatch):
+def test_a_live_source_keeps_only_the_newest_frame_waiting_while_the_consumer_is_slow(monkeypatch):
     capture = FakeCapture(50)
-    monkeypatch.setattr(stream_module, "open_capture", lambda source: (capture, "camera"))
-    with FrameReader(0, queue_size=1) as reader:
-        time.sleep(0.2)  # the consumer is busy; the reader runs on to the camera's end, keeping the newest frame
+    monkeypatch.setattr(reader_module, "open_capture", lambda source: (capture, "camera"))
+    with FrameReader(0, queue_size=4) as reader:  # queue_size is for keeping every frame; dropping holds one
+        reader.thread.join(5)  # the consumer is busy; the reader runs on to the camera's end, keeping the newest
         seen = [index for index, _, _ in reader]
-    assert seen[-1] == 49 and reader.dropped > 0 and len(seen) + reader.dropped == 50
+    assert reader.drop_oldest and reader.queue.capacity == 1 and reader.queue.most_waiting == 1
+    assert seen == [49] and reader.dropped == 49
+
+
+def test_keeping_every_frame_queues_up_to_queue_size_and_drops_none(monkeypatch):
+    capture = FakeCapture(50)
+    monkeypatch.setattr(reader_module, "open_capture", lambda source: (capture, "camera"))
+    with FrameReader(0, queue_size=3, drop_oldest=False) as reader:
+        deadline = time.perf_counter() + 5
+        while reader.queue.most_waiting < 3 and time.perf_counter() < deadline:  # the reader fills the queue, then
+            time.sleep(0.01)  # waits for the consumer
+        seen = [index for index, _, _ in reader]
+    assert not reader.drop_oldest and reader.queue.capacity == 3 and reader.queue.most_waiting == 3
+    assert seen == list(range(50)) and reader.dropped == 0
+
+
+def test_a_file_is_paced_when_dropping_and_its_frames_are_stamped_at_their_frame_times(video):
+    with FrameReader(str(video)) as reader:  # a file by default: every frame, read as fast as decoded
+        assert not reader.drop_oldest and not reader.pace and reader.queue.capacity == 2
+    with FrameReader(str(video), drop_oldest=True) as reader:  # dropping, a file stands in for a camera
+        assert reader.drop_oldest and reader.pace and reader.queue.capacity == 1
+    with FrameReader(str(video), drop_oldest=False, pace=True) as reader:
+        items = list(reader)
+    captured = [stamp - items[0][2] for _, _, stamp in items]
+    assert [index for index, _, _ in items] == list(range(FRAMES))
+    assert captured == pytest.approx([k / 10.0 for k in range(FRAMES)], abs=1e-9)  # frame k at k / fps, not read time
 
 
 def test_defend_stream_gives_every_frame_with_stage_timings(video, defender):
@@ -188,8 +213,12 @@ def test_defend_stream_gives_every_frame_with_stage_timings(video, defender):
         assert r.label_name == str(r.label) and 0 <= r.probability <= 1 and not r.warm
         assert r.reconstruction.shape == (28, 28)
     summary = summarize(results, 1.0, truth=json.loads(video.with_suffix(".json").read_text()))
-    assert summary["frames"] == 4 and summary["ms"]["defence"]["p99"] >= summary["ms"]["defence"]["p50"]
-    assert summary["truth"]["clean"]["frames"] == 4
+    assert summary["frames"] == 4 and summary["truth"]["clean"]["frames"] == 4
+    for stage in ("defence", "latency"):  # the defence's own time, and each frame's from capture to answer
+        ms = summary["ms"][stage]
+        assert set(ms) == {"p50", "p95", "p99", "mean"} and ms["p50"] <= ms["p95"] <= ms["p99"]
+    text = format_summary(summary)
+    assert "defence p50" in text and "capture to answer p50" in text and "p95" in text
 
 
 def test_warm_start_carries_the_winner_and_falls_back_to_cold_after_a_scene_change(video, defender):
@@ -246,6 +275,8 @@ def test_the_stream_command_reports_json_and_truth(video, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["frames"] == 3 and summary["warm_frames"] == 2 and "calibrated_threshold" in summary
+    assert summary["mode"] == "every-frame" and summary["paced"] is False
+    assert {"p50", "p95"} <= set(summary["ms"]["defence"]) and {"p50", "p95"} <= set(summary["ms"]["latency"])
     assert summary["truth"]["clean"]["frames"] == 3 and out.is_file()
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from diffdefense.runtime.backends import BackendError
+from diffdefense.runtime.backends.tensorrt_engines import BatchProfile, engine_key
 from diffdefense.runtime.defender import Defender
-from diffdefense.runtime.tensorrt_engines import BatchProfile, engine_key
 from diffdefense.settings import DefenseSettings
 
 SETTINGS = DefenseSettings(num_candidates=3, iterations=3, num_steps=4, start_step=14, lr=0.1)
@@ -65,7 +65,7 @@ def test_native_tensorrt_matches_the_cpu(exported_bundle, tmp_path, monkeypatch,
     if missing:
         pytest.skip(missing)
     monkeypatch.setenv("DIFFDEFENSE_ENGINE_CACHE", str(tmp_path))
-    import diffdefense.runtime.tensorrt_engines as engines
+    import diffdefense.runtime.backends.tensorrt_engines as engines
 
     monkeypatch.setattr(engines, "DEFAULT_CACHE", tmp_path)
     images = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
@@ -107,7 +107,7 @@ def test_the_tensorrt_runner_casts_inputs_copies_outputs_and_names_its_engine_in
 
     import polygraphy.backend.trt as trt_backend
 
-    from diffdefense.runtime.tensorrt_backend import TensorRTRunner
+    from diffdefense.runtime.backends.tensorrt import TensorRTRunner
 
     monkeypatch.setitem(sys.modules, "tensorrt", sys.modules.get("tensorrt") or types.ModuleType("tensorrt"))
     monkeypatch.setattr(trt_backend, "TrtRunner", FakeTrtRunner)

@@ -13,3 +13,9 @@ python -m pip install -e ".[train,cpu,video,dev]"
 # architectures read from the built binary (sm_87 for Jetson Orin, sm_90 for Hopper, ...).
 python -m pip install ./cpp_ext
 python -m diffdefense_fused
+# The MNIST and KMNIST files into the data root (default ~/.cache/diffdefense), checked against the package's
+# sha256 table, from a data folder beside the checkout where there is one. Elsewhere fetch them later from the
+# official mirrors with `diffdefense data fetch mnist` (and kmnist); the shipped samples need no data.
+if [ -d ../shared/data ]; then
+  for dataset in mnist kmnist; do diffdefense data fetch "$dataset" --from ../shared/data; done
+fi

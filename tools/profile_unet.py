@@ -118,7 +118,7 @@ def main(bundle: Path, batch: int, calls: int, threads: int, seed: int, out: Pat
     if out:
         record = dict(
             bundle=str(bundle),
-            unet_sha256=loaded.manifest["files"][loaded.manifest["roles"]["unet"]]["sha256"],
+            unet_sha256=loaded.manifest.files[loaded.manifest.roles["unet"]].sha256,
             batch=batch,
             calls=calls,
             threads=threads,

@@ -29,8 +29,9 @@ def save_weights(state_dict: dict, path: Path, metadata: dict[str, str]) -> None
 def ship(
     state_dict: dict, dataset: str, name: str, record: dict, metadata: dict[str, str], weights_dir: Path | None = None
 ) -> Path:
-    """Write weights and record into the shipped weights folder and update the manifest."""
-    weights_dir = weights_dir or shipped.WEIGHTS_DIR
+    """Write weights and record into the weights folder (default: ``shipped.weights_root()``, the shipped folder
+    unless ``$DIFFDEFENSE_WEIGHTS`` names another) and update its manifest."""
+    weights_dir = weights_dir or shipped.weights_root()
     record = {**record, "versions": {"torch": torch.__version__, "python": platform.python_version()}}
     weights = weights_dir / model_file(dataset, name)
     save_weights(state_dict, weights, metadata)

@@ -53,7 +53,7 @@ def bench_command(bundle, dataset, preset, provider, threshold, batch_sizes, rou
     from diffdefense.shipped import SAMPLES_DIR
 
     defender = make_defender(bundle, dataset, preset, provider, threshold)
-    with np.load(SAMPLES_DIR / f"{defender.bundle.manifest['dataset']}.npz", allow_pickle=False) as samples:
+    with np.load(SAMPLES_DIR / f"{defender.bundle.manifest.dataset}.npz", allow_pickle=False) as samples:
         pool = samples["images"]
     rows = []
     for batch in batch_sizes:

@@ -8,16 +8,31 @@ from pathlib import Path
 import click
 
 from diffdefense import __version__
-from diffdefense.data import DATA_ENV_VAR, DATASET_NAMES, DataError
+from diffdefense.data import DATA_ENV_VAR, DATASET_NAMES, DataError, check_dataset_name
 from diffdefense.runtime.backends import BackendError
 from diffdefense.settings import PRESETS as DEFENSE_PRESETS
-from diffdefense.shipped import ChecksumError
+from diffdefense.shipped import WEIGHTS_ENV_VAR, ChecksumError
 from diffdefense.training.configs import ClassifierConfig, DDPMConfig
 
 CLASSIFIER, DDPM = ClassifierConfig(), DDPMConfig()  # the defaults, written once
 PRESET_NAMES = tuple(DEFENSE_PRESETS)
 
-dataset_option = click.option("--dataset", type=click.Choice(DATASET_NAMES), default="mnist", show_default=True)
+
+def _dataset_name(ctx, param, value):
+    try:
+        return check_dataset_name(value)
+    except DataError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+dataset_option = click.option(
+    "--dataset",
+    default="mnist",
+    show_default=True,
+    callback=_dataset_name,
+    help=f"A preset ({', '.join(DATASET_NAMES)}) or your own data set: the name of its folder of MNIST-format IDX "
+    "files under the data root.",
+)
 out_option = click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -25,7 +40,10 @@ out_option = click.option(
     help="Run folder for checkpoints; running the same command again resumes from it.",
 )
 ship_option = click.option(
-    "--ship/--no-ship", default=True, show_default=True, help="Write the final weights into the shipped weights folder."
+    "--ship/--no-ship",
+    default=True,
+    show_default=True,
+    help=f"Write the final weights into the weights folder [${WEIGHTS_ENV_VAR}, else the shipped one].",
 )
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
 data_root_option = click.option(
@@ -33,7 +51,8 @@ data_root_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     envvar=DATA_ENV_VAR,
-    help=f"Folder holding mnist/ and kmnist/ IDX folders [env {DATA_ENV_VAR}; default ../shared/data].",
+    help=f"Folder holding the data sets' IDX folders (mnist/, kmnist/, your own) [env {DATA_ENV_VAR}; default "
+    "$XDG_CACHE_HOME/diffdefense or ~/.cache/diffdefense].",
 )
 
 

@@ -155,14 +155,14 @@ def report_command(folders) -> None:
 @data_root_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle folder.")
 def export_command(dataset, preset, calibration_images, tensorrt, fp16, data_root, out) -> None:
-    """Export the shipped models of DATASET to an ONNX bundle, checked against PyTorch."""
-    import json
-
+    """Export DATASET's models (from $DIFFDEFENSE_WEIGHTS, else the shipped weights) to an ONNX bundle, checked
+    against PyTorch."""
     from diffdefense.export.bundle import ROLES, export_bundle
-    from diffdefense.runtime.tensorrt_engines import EngineBuildError, cached_engine
+    from diffdefense.runtime.backends.tensorrt_engines import EngineBuildError, cached_engine
+    from diffdefense.runtime.bundle import load_bundle
 
     path = export_bundle(dataset, out, preset, data_root, calibration_images)
-    parity = json.loads((path / "manifest.json").read_text())["parity"]
+    parity = load_bundle(path).manifest.parity  # loaded as the runtime will load it
     click.echo(f"Bundle {path}: " + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()))
     if tensorrt == "off":
         return

@@ -105,7 +105,7 @@ def make_defender(bundle, dataset, preset, provider, threshold=None):
 
 def make_preprocessor(roi, invert, value_range, channel_order, size=(28, 28)):
     """size: the bundle's image (height, width), which frames are resized to."""
-    from diffdefense.runtime.frames import FramePreprocessor
+    from diffdefense.runtime.stream.frames import FramePreprocessor
 
     return FramePreprocessor(
         roi=roi, invert=invert, value_range=value_range, channel_order=channel_order, size=tuple(size)

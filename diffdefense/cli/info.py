@@ -49,20 +49,21 @@ def environment() -> dict:
 def bundle_summary(path: Path) -> dict:
     """The manifest's essentials, after load_bundle checked every file."""
     from diffdefense.runtime.bundle import load_bundle
+    from diffdefense.runtime.manifest import IMAGE_DTYPE, IMAGE_RANGE
 
     manifest = load_bundle(path).manifest
     return {
         "path": str(path),
-        "dataset": manifest["dataset"],
-        "labels": manifest["labels"],
-        "image": manifest["image"],
-        "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
-        "roles": manifest["roles"],
-        "default_preset": manifest["defaults"].get("preset"),
-        "default_settings": manifest["defaults"]["settings"],
-        "threshold": (manifest.get("detection") or {}).get("threshold"),
-        "parity_max_abs_error": manifest.get("parity"),
-        "exported_with": manifest.get("versions"),
+        "dataset": manifest.dataset,
+        "labels": list(manifest.labels),
+        "image": {"shape": list(manifest.image_shape), "dtype": IMAGE_DTYPE, "range": list(IMAGE_RANGE)},
+        "files": {name: entry.bytes for name, entry in manifest.files.items()},
+        "roles": dict(manifest.roles),
+        "default_preset": manifest.default_preset,
+        "default_settings": manifest.default_settings.to_dict(),
+        "threshold": manifest.detection.threshold if manifest.detection is not None else None,
+        "parity_max_abs_error": dict(manifest.parity) if manifest.parity is not None else None,
+        "exported_with": dict(manifest.versions) if manifest.versions is not None else None,
         "checksums": "verified",
     }
 

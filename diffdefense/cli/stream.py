@@ -25,13 +25,22 @@ from diffdefense.cli.frame_options import defender_options, make_defender, make_
 )
 @click.option("--warm-iterations", type=click.IntRange(min=1), default=2, show_default=True, help="L on warm frames.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many frames.")
-@click.option("--queue-size", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--queue-size",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Frames that may wait with --every-frame (--drop-oldest keeps only the newest).",
+)
 @click.option(
     "--drop-oldest/--every-frame",
     default=None,
-    help="Drop stale frames when the defence falls behind [cameras and pipelines drop, files do not].",
+    help="Keep only the newest frame waiting when the defence falls behind (a file is then paced at its frame "
+    "rate), or defend every frame in order [cameras and pipelines drop, files do not unless --realtime].",
 )
-@click.option("--realtime", is_flag=True, help="Read a file at its frame rate, as a camera delivers frames.")
+@click.option(
+    "--realtime", is_flag=True, help="Read a file at its frame rate, as a camera delivers frames (and drop stale ones)."
+)
 @click.option(
     "--read-timeout", type=float, default=5.0, show_default=True, help="Seconds before a stalled source fails."
 )
@@ -55,14 +64,22 @@ def stream_command(
     as_json,
 ) -> None:  # fmt: skip
     """Defend SOURCE (a video file, a camera index such as 0, or a GStreamer pipeline ending in appsink) frame by
-    frame; print each frame's answer and a summary: frames per second, latency p50/p99 per stage, attack flags.
+    frame; print each frame's answer and a summary: frames per second, the defence's time and each frame's latency
+    from capture to answer (p50 and p95), attack flags.
 
     Exit codes: 0 done (the stream ended or --max-frames was reached), 1 bad input or a source that cannot be
     opened or stalls, 2 bad usage."""
-    from diffdefense.runtime.annotate import AnnotatedVideoWriter
-    from diffdefense.runtime.stream import FrameReader, StreamError, defend_stream
-    from diffdefense.runtime.stream_summary import FrameLog, calibrated_threshold, format_summary, summarize
-    from diffdefense.runtime.warm_start import WarmStart
+    from diffdefense.runtime.stream import (
+        AnnotatedVideoWriter,
+        FrameLog,
+        FrameReader,
+        StreamError,
+        WarmStart,
+        calibrated_threshold,
+        defend_stream,
+        format_summary,
+        summarize,
+    )
 
     truth_data = _read_truth(truth) if truth else None  # a bad file fails now, not after the whole stream
     defender = make_defender(bundle, dataset, preset, provider, threshold)
@@ -88,12 +105,14 @@ def stream_command(
                 if writer:
                     writer.close()
             wall = time.perf_counter() - start
-            dropped = reader.dropped
+            dropped, mode, paced = reader.dropped, "drop-oldest" if reader.drop_oldest else "every-frame", reader.pace
     except StreamError as err:
         raise click.ClickException(str(err)) from err
     summary = summarize(results, wall, dropped, truth_data)
     summary.update(
         source=str(source),
+        mode=mode,
+        paced=paced,
         provider=defender.unet.provider,
         settings=defender.settings.to_dict(),
         warm_start={"iterations": warm_iterations} if warm_start else None,
@@ -106,8 +125,8 @@ def stream_command(
 
 
 def _read_truth(path: Path) -> dict:
-    """The --truth file's ground truth, checked (stream_summary.check_truth); ValueError naming the file."""
-    from diffdefense.runtime.stream_summary import check_truth
+    """The --truth file's ground truth, checked (runtime/stream/summary.py, check_truth); ValueError naming the file."""
+    from diffdefense.runtime.stream.summary import check_truth
 
     try:
         truth = json.loads(path.read_text(encoding="utf-8"))

@@ -69,6 +69,14 @@ def train_classifier_command(out, data_root, ship, **settings) -> None:
     help="U-Net widths at 28, 14 and 7 pixels; multiples of 8 suit GroupNorm and the CPU.",
 )
 @click.option(
+    "--norm",
+    type=click.Choice(["group", "batch"]),
+    default=DDPM.norm,
+    show_default=True,
+    help="GroupNorm blocks (shipped as 'unet'), or BatchNorm after each convolution, folded into it at export "
+    "(shipped as 'unet_bn', the deployment shape).",
+)
+@click.option(
     "--init-from",
     type=click.Path(file_okay=False, exists=True),
     default=None,

@@ -1,6 +1,5 @@
-"""Model runners behind one small interface: run(inputs) -> first output. onnxruntime with the CPU, CUDA or
-TensorRT execution provider, or TensorRT itself ('tensorrt-engine'); a provider that is not available is refused,
-naming those that are."""
+"""onnxruntime as a backend: one graph in a session on the CPU, CUDA or TensorRT execution provider; a provider
+that is not available is refused, naming those that are."""
 
 from __future__ import annotations
 
@@ -8,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from diffdefense.runtime.backends.base import BackendError
+from diffdefense.runtime.backends.options import PROVIDER_NAMES
+
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 # Behind TensorRT, the CUDA provider takes the nodes TensorRT does not, so that they stay on the GPU. (onnxruntime
 # still keeps a few shape computations on its CPU provider, as it does with CUDA alone.)
 PROVIDER_CHAINS = {"cpu": ["cpu"], "cuda": ["cuda"], "tensorrt": ["tensorrt", "cuda"]}
-
-
-class BackendError(RuntimeError):
-    """A backend that is not installed or cannot run here."""
 
 
 def available_providers() -> list[str]:
@@ -30,7 +28,8 @@ class OnnxRunner:
     """One ONNX graph in an onnxruntime session on the chosen provider (no silent fallback to the CPU).
 
     data: the graph's bytes as load_bundle verified them (Bundle.graph(role)); the session is built from them, so
-    a file swapped on disk after the check is never run. Without it the session reads path.
+    a file swapped on disk after the check is never run. Without it the session reads path. close() releases the
+    session; run after it raises BackendError.
     """
 
     def __init__(
@@ -41,9 +40,7 @@ class OnnxRunner:
         except ImportError as err:
             raise BackendError("onnxruntime is not installed: pip install 'diffdefense[cpu]' (or [gpu]).") from err
         if provider not in PROVIDERS:
-            raise BackendError(
-                f"Expected a provider in {sorted([*PROVIDERS, 'tensorrt-engine'])}, but got {provider!r}."
-            )
+            raise BackendError(f"Expected a provider in {sorted(PROVIDER_NAMES)}, but got {provider!r}.")
         wanted = PROVIDERS[provider]
         chain = [PROVIDERS[p] for p in PROVIDER_CHAINS[provider]]
         installed = onnxruntime.get_available_providers()
@@ -68,29 +65,14 @@ class OnnxRunner:
         self.provider = wanted
 
     def run(self, *inputs: np.ndarray) -> np.ndarray:
+        if self.session is None:
+            raise BackendError(f"The onnxruntime session of {self.name} was closed; make a new runner to run it.")
         feed = dict(zip(self.input_names, inputs, strict=True))
         try:
             return self.session.run(None, feed)[0]
         except Exception as err:  # a provider that fails mid-run (device lost, out of memory): say which and where
             raise BackendError(f"onnxruntime's {self.provider} failed while running {self.name}: {err}") from err
 
-
-def make_runner(
-    path: Path, provider: str = "cpu", threads: int | None = None, fp16: bool = False, data: bytes | None = None
-):
-    """An OnnxRunner, or for 'tensorrt-engine' a TensorRT engine built for this GPU (cached) and run natively; both
-    from data, the verified bytes, when given (path then only names the graph), else from the file at path."""
-    if provider != "tensorrt-engine":
-        if fp16:
-            raise BackendError(
-                "fp16 applies to the 'tensorrt-engine' backend only; onnxruntime runs the float32 graphs."
-            )
-        return OnnxRunner(path, provider, threads, data)
-    from diffdefense.runtime.tensorrt_backend import TensorRTRunner
-    from diffdefense.runtime.tensorrt_engines import EngineBuildError, verified_engine
-
-    try:
-        engine_path, engine = verified_engine(Path(path), fp16=fp16, data=data)
-    except EngineBuildError as err:
-        raise BackendError(str(err)) from err
-    return TensorRTRunner(engine, engine_path.name)
+    def close(self) -> None:
+        """Drop the session, which onnxruntime frees with its last reference; a second call does nothing."""
+        self.session = None

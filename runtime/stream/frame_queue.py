@@ -1,5 +1,6 @@
 """A bounded queue between a camera's reader thread and the defence: when full, either the oldest frame is dropped
-(live sources: the defence always works on the newest frame) or the reader waits (files: every frame counts)."""
+(live sources: the defence always works on the newest frame) or the reader waits (files: every frame counts).
+FrameReader gives a dropping queue a capacity of one, so that the one frame waiting is always the newest."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ class QueueClosed(Exception):
 
 
 class FrameQueue:
+    """capacity: items that may wait; drop_oldest: when full, drop the oldest (True) or make put wait (False).
+    dropped counts the items dropped; most_waiting, the most that ever waited at once."""
+
     def __init__(self, capacity: int, drop_oldest: bool) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity < 1:
-            raise ValueError(f"Expected a queue capacity that is an integer of at least 1, but got {capacity!r}.")
+        check_capacity(capacity)
         self.items: deque = deque()
         self.capacity = capacity
         self.drop_oldest = drop_oldest
         self.dropped = 0
+        self.most_waiting = 0
         self.closed = False
         self.error: BaseException | None = None
         self.condition = threading.Condition()
@@ -36,6 +40,7 @@ class FrameQueue:
                 self.items.popleft()
                 self.dropped += 1
             self.items.append(item)
+            self.most_waiting = max(self.most_waiting, len(self.items))
             self.condition.notify_all()
             return True
 
@@ -60,6 +65,12 @@ class FrameQueue:
             self.closed = True
             self.error = self.error or error
             self.condition.notify_all()
+
+
+def check_capacity(capacity) -> None:
+    """A queue capacity: an integer of at least 1 (not a bool), or ValueError."""
+    if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity < 1:
+        raise ValueError(f"Expected a queue capacity that is an integer of at least 1, but got {capacity!r}.")
 
 
 def check_timeout(seconds) -> None:

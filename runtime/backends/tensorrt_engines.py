@@ -14,13 +14,14 @@ rebuilt, and the reason is logged.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from diffdefense.checksums import sha256_of
 
 # Engines belong to the machine that built them, not to the bundle: they live in a per-user cache.
 DEFAULT_CACHE = Path(os.environ.get("DIFFDEFENSE_ENGINE_CACHE", Path.home() / ".cache" / "diffdefense" / "engines"))
@@ -102,7 +103,7 @@ def engine_key(onnx_sha256: str, gpu: dict[str, str], trt_version: str, profile:
 
 
 def _key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+    return sha256_of(json.dumps(parts, sort_keys=True).encode())[:20]
 
 
 def record_path(engine_path: Path) -> Path:
@@ -130,7 +131,7 @@ def _check_cached(engine_path: Path, parts: dict) -> tuple[str | None, bytes | N
         reason = "it was built for " + ", ".join(f"{k}={built.get(k)!r} (here: {parts.get(k)!r})" for k in changed)
         return reason, None
     data = engine_path.read_bytes()
-    if len(data) != record.get("bytes") or hashlib.sha256(data).hexdigest() != record.get("sha256"):
+    if len(data) != record.get("bytes") or sha256_of(data) != record.get("sha256"):
         return (
             f"its {len(data)} bytes are not the {record.get('bytes')} bytes that were built (half-written or changed)",
             None,
@@ -205,7 +206,7 @@ def verified_engine(
     if data is None:
         data = Path(onnx_path).read_bytes()
     onnx_path = Path(onnx_path)
-    parts = engine_parts(hashlib.sha256(data).hexdigest(), gpu_identity(), tensorrt_version(), profile, fp16)
+    parts = engine_parts(sha256_of(data), gpu_identity(), tensorrt_version(), profile, fp16)
     path = (cache_dir or DEFAULT_CACHE) / f"{onnx_path.stem}-{_key(parts)}.engine"
     reason, engine = _check_cached(path, parts)
     if reason is None:
@@ -215,6 +216,6 @@ def verified_engine(
     engine = build_engine(data, profile, fp16, onnx_path.name)
     record_path(path).unlink(missing_ok=True)  # engine first, record last: a record always vouches for its engine
     _write_atomically(path, engine)
-    record = {"parts": parts, "bytes": len(engine), "sha256": hashlib.sha256(engine).hexdigest()}
+    record = {"parts": parts, "bytes": len(engine), "sha256": sha256_of(engine)}
     _write_atomically(record_path(path), json.dumps(record, indent=2).encode())
     return path, engine

@@ -1,0 +1,49 @@
+"""A Defender's backend choice in one frozen object, its defaults written once; checked when it is made."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+Provider = Literal["cpu", "cuda", "tensorrt", "tensorrt-engine"]
+StepOps = Literal["auto", "cpp_ext", "numpy"]
+PROVIDER_NAMES: tuple[str, ...] = get_args(Provider)
+STEP_OPS: tuple[str, ...] = get_args(StepOps)
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Where a Defender runs its models and its elementwise steps.
+
+    provider: 'cpu', 'cuda' or 'tensorrt' (onnxruntime execution providers), or 'tensorrt-engine' (TensorRT itself,
+        with engines built for this GPU on first use and cached); never a silent fallback.
+    threads: onnxruntime's threads per session (intra-op); None leaves onnxruntime's default.
+    fp16: half-precision TensorRT engines ('tensorrt-engine' only; make_runner refuses it elsewhere).
+    step_ops: the elementwise steps' implementation, 'auto' (cpp_ext if installed), 'cpp_ext' or 'numpy'.
+    device_loop: keep the loop's buffers on the GPU (runtime/device_loop.py): None runs it wherever it can (provider
+        'cuda' or 'tensorrt', step_ops 'auto', cpp_ext's CUDA module, a visible GPU), True insists (BackendError
+        naming what is missing), False never.
+
+    Example: Defender(bundle, "default", backend=BackendOptions(provider="cuda", device_loop=True)).
+    """
+
+    provider: Provider = "cpu"
+    threads: int | None = None
+    fp16: bool = False
+    step_ops: StepOps = "auto"
+    device_loop: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.provider, str) or self.provider not in PROVIDER_NAMES:
+            raise ValueError(f"Expected provider to be one of {list(PROVIDER_NAMES)}, but got {self.provider!r}.")
+        if self.threads is not None:
+            if not isinstance(self.threads, numbers.Integral) or isinstance(self.threads, bool) or self.threads < 1:
+                raise ValueError(f"Expected threads to be None or a positive integer, but got {self.threads!r}.")
+            object.__setattr__(self, "threads", int(self.threads))
+        if not isinstance(self.fp16, bool):
+            raise ValueError(f"Expected fp16 to be True or False, but got {self.fp16!r}.")
+        if not isinstance(self.step_ops, str) or self.step_ops not in STEP_OPS:
+            raise ValueError(f"Expected step_ops in {list(STEP_OPS)}, but got {self.step_ops!r}.")
+        if self.device_loop is not None and not isinstance(self.device_loop, bool):
+            raise ValueError(f"Expected device_loop to be None, True or False, but got {self.device_loop!r}.")
