@@ -55,10 +55,8 @@ def draw_chunks(
     generator, drawing and dropping each share, records the generator's state where each share begins; a chunk
     then draws its shares from those states. The price is drawing every number twice (one chunk: once).
     """
-    starts = [start for start, _ in bounds]
-    if not bounds or starts != [0, *(stop for _, stop in bounds[:-1])] or any(a >= b for a, b in bounds) or (
-        bounds[-1][1] != batch
-    ):
+    consecutive = bool(bounds) and [start for start, _ in bounds] == [0, *(stop for _, stop in bounds[:-1])]
+    if not consecutive or any(start >= stop for start, stop in bounds) or bounds[-1][1] != batch:
         raise ValueError(f"Expected non-empty consecutive chunks from 0 to {batch}, but got {bounds}.")
     if len(bounds) == 1:
         return iter([draw(settings, batch, image_shape)])

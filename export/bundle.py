@@ -22,11 +22,14 @@ from diffdefense import __version__, shipped
 from diffdefense.checksums import sha256_of
 from diffdefense.data import dataset_labels, load_dataset
 from diffdefense.export.onnx_export import export_classifier, export_unet, max_abs_error
+from diffdefense.export.quantize import quantize_timestep_graphs
+from diffdefense.export.timestep_graphs import export_timestep_graphs, used_timesteps
 from diffdefense.export.vjp_export import export_unet_vjp, vjp_max_abs_error
 from diffdefense.runtime.bundle import MANIFEST_NAME
 from diffdefense.runtime.manifest import BundleManifest, DetectionRecord, FileEntry
 from diffdefense.settings import PRESETS
 from diffdefense.training.loading import load_classifier, load_unet
+from diffdefense.training.models import fold_batchnorm
 
 PARITY_TOLERANCE = 1e-3
 ROLES = {"unet": "unet.onnx", "unet_vjp": "unet_vjp.onnx", "classifier": "classifier.onnx"}
@@ -58,10 +61,15 @@ def parity_inputs(dataset: str, data_root: Path | None, schedule) -> dict[str, d
     }
 
 
-def source_checksums(dataset: str) -> dict[str, str]:
+def source_checksums(dataset: str, unet_name: str = "unet") -> dict[str, str]:
     """sha256 of the shipped weights the bundle was made from."""
     files = shipped.read_manifest()["files"]
-    return {name: files[f"{dataset}/{name}.safetensors"]["sha256"] for name in ("unet", "model_a")}
+    return {name: files[f"{dataset}/{name}.safetensors"]["sha256"] for name in (unet_name, "model_a")}
+
+
+def default_unet(dataset: str) -> str:
+    """The deployment-shaped U-Net ('unet_bn') where one is shipped for the data set, else the GroupNorm 'unet'."""
+    return "unet_bn" if f"{dataset}/unet_bn.safetensors" in shipped.read_manifest()["files"] else "unet"
 
 
 def calibrate_threshold(
@@ -90,14 +98,49 @@ def calibrate_threshold(
     )
 
 
+def _file_entries(folder: Path, names) -> dict[str, FileEntry]:
+    return {name: FileEntry(sha256_of(folder / name), (folder / name).stat().st_size) for name in names}
+
+
+def calibration_inputs(dataset: str, count: int, data_root: Path | None, seed: int = 0) -> list[np.ndarray]:
+    """Batches of 50 training-split images (never test images) for the int8 calibration: `count` clean ones, then
+    the same under FGSM at eps 0.3 on Model A, so that the captured U-Net inputs include an attack's latents."""
+    from diffdefense.reference.attacks import run_attack
+
+    train = load_dataset(dataset, "train", data_root)
+    indices = np.sort(np.random.default_rng(seed).permutation(len(train))[:count])
+    images, labels = train.subset(indices).as_tensors()
+    attacked = run_attack("FGSM", load_classifier(dataset, "model_a"), images, labels, seed=seed).numpy()
+    both = np.concatenate([images.numpy(), np.clip(attacked, 0.0, 1.0)]).astype(np.float32)
+    return [both[i : i + 50] for i in range(0, len(both), 50)]
+
+
 def _write_manifest(folder: Path, manifest: BundleManifest) -> None:
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n")
 
 
 def export_bundle(
-    dataset: str, out_dir: Path, preset: str = "default", data_root: Path | None = None, calibration_images: int = 200
+    dataset: str,
+    out_dir: Path,
+    preset: str = "default",
+    data_root: Path | None = None,
+    calibration_images: int = 200,
+    unet_name: str | None = None,
+    folded: bool = True,
+    int8: bool = True,
+    vjp: bool = True,
 ) -> Path:
-    unet, schedule = load_unet(dataset)
+    """The bundle of DATASET's shipped models at out_dir, with `preset` as its default settings.
+
+    unet_name: the shipped U-Net to export (None: default_unet). folded: also one float32 graph per timestep the
+    preset uses, with the timestep folded in (export/timestep_graphs.py); int8: also their int8 versions, calibrated
+    on the U-Net inputs the defence itself produces for calibration_images training images, clean and FGSM-attacked
+    (export/quantize.py; needs folded and calibration_images > 0). calibration_images also sets the detection
+    threshold (0: neither). vjp: also the U-Net's vector-Jacobian graph, which the full-gradient mode needs."""
+    roles = ROLES if vjp else {role: name for role, name in ROLES.items() if role != "unet_vjp"}
+    unet_name = unet_name or default_unet(dataset)
+    unet, schedule = load_unet(dataset, name=unet_name)
+    unet = fold_batchnorm(unet)  # BatchNorm into its convolutions (a GroupNorm net is left as it is)
     classifier = load_classifier(dataset, "model_a")
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -105,7 +148,8 @@ def export_bundle(
     try:
         export_unet(unet, tmp / "unet.onnx")
         export_classifier(classifier, tmp / "classifier.onnx")
-        export_unet_vjp(unet, tmp / "unet_vjp.onnx")
+        if vjp:
+            export_unet_vjp(unet, tmp / "unet_vjp.onnx")
         parity, checks = {}, parity_inputs(dataset, data_root, schedule)
         measures = {
             "unet": lambda inputs: max_abs_error(tmp / "unet.onnx", unet, inputs),
@@ -113,6 +157,8 @@ def export_bundle(
             "classifier": lambda inputs: max_abs_error(tmp / "classifier.onnx", classifier, inputs),
         }
         for role, measure in measures.items():
+            if role not in roles:
+                continue
             for kind, inputs in checks[role].items():
                 error = measure(inputs)
                 if error > PARITY_TOLERANCE:
@@ -121,6 +167,10 @@ def export_bundle(
                         f"(tolerance {PARITY_TOLERANCE})."
                     )
                 parity[f"{role}_{kind}_max_abs_error"] = error
+        timestep_graphs = None
+        if folded:
+            float_graphs = export_timestep_graphs(unet, used_timesteps(PRESETS[preset]), tmp, checks["unet"], parity)
+            timestep_graphs = {"float32": float_graphs}
         manifest = BundleManifest(
             dataset=dataset,
             labels=dataset_labels(dataset, data_root),
@@ -128,10 +178,12 @@ def export_bundle(
             betas=schedule.betas.tolist(),
             default_preset=preset,
             default_settings=PRESETS[preset],
-            roles=ROLES,
-            files={name: FileEntry(sha256_of(tmp / name), (tmp / name).stat().st_size) for name in ROLES.values()},
+            roles=roles,
+            files=_file_entries(tmp, [*roles.values(), *(timestep_graphs or {}).get("float32", {}).values()]),
             parity=parity,
-            sources=source_checksums(dataset),
+            sources=source_checksums(dataset, unet_name),
+            unet_source=unet_name,
+            timestep_graphs=timestep_graphs,
             versions={
                 "diffdefense": __version__,
                 "torch": torch.__version__,
@@ -141,6 +193,17 @@ def export_bundle(
             },
         )
         _write_manifest(tmp, manifest)
+        if int8 and folded and calibration_images:
+            int8_graphs, errors = quantize_timestep_graphs(
+                tmp, timestep_graphs["float32"], calibration_inputs(dataset, calibration_images, data_root)
+            )
+            manifest = replace(
+                manifest,
+                files={**manifest.files, **_file_entries(tmp, int8_graphs.values())},
+                timestep_graphs={**timestep_graphs, "int8": int8_graphs},
+                parity={**manifest.parity, **errors},
+            )
+            _write_manifest(tmp, manifest)
         if calibration_images:
             detection = calibrate_threshold(tmp, dataset, calibration_images, data_root)
             manifest = replace(manifest, detection=detection)

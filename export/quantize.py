@@ -22,8 +22,11 @@ CALIBRATION_BATCH = 64
 
 
 class _Batches(CalibrationDataReader):
+    """Equal batches (onnxruntime's histogram calibrators stack them): a last, shorter one is left out."""
+
     def __init__(self, samples: np.ndarray, batch: int) -> None:
-        self._batches = iter([{"x": samples[i : i + batch]} for i in range(0, len(samples), batch)])
+        batch = min(batch, len(samples))
+        self._batches = iter([{"x": samples[i : i + batch]} for i in range(0, len(samples) - batch + 1, batch)])
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)
@@ -95,3 +98,28 @@ def relative_error(float_graph: Path, int8_graph: Path, x: np.ndarray) -> dict[s
         "relative_l2": float(np.linalg.norm(difference) / np.linalg.norm(outputs[0])),
         "max_abs": float(np.abs(difference).max()),
     }
+
+
+def quantize_timestep_graphs(
+    folder: Path, float_graphs: dict[int, str], calibration_batches: list[np.ndarray], held_out: float = 0.25
+) -> tuple[dict[int, str], dict[str, float]]:
+    """An int8 graph beside each folded float32 graph in folder (a bundle with its manifest written), calibrated on
+    the U-Net inputs a float32 Defender on that bundle produces for calibration_batches; the last `held_out` share
+    of each timestep's captured inputs is kept out of calibration and measures the int8 error against float32.
+    Returns timestep -> int8 file name, and the errors by name for the manifest's parity record."""
+    from diffdefense.export.timestep_graphs import timestep_graph_name
+    from diffdefense.runtime.defender import Defender
+
+    with Defender(folder, unet_graphs="folded") as defender:
+        captured = capture_unet_inputs(defender, calibration_batches)
+    graphs, errors = {}, {}
+    for t, float_name in float_graphs.items():
+        inputs = captured[t]
+        split = int(len(inputs) * (1 - held_out))
+        name = timestep_graph_name(t, "int8")
+        quantize_unet_graph(folder / float_name, folder / name, inputs[:split])
+        measured = relative_error(folder / float_name, folder / name, inputs[split:])
+        errors[f"unet_t{t}_int8_relative_l2"] = measured["relative_l2"]
+        errors[f"unet_t{t}_int8_max_abs_error"] = measured["max_abs"]
+        graphs[t] = name
+    return graphs, errors

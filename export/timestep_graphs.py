@@ -42,3 +42,26 @@ def timestep_max_abs_error(path: Path, unet: nn.Module, timestep: int, x: np.nda
     with torch.no_grad():
         expected = unet.eval()(torch.from_numpy(x), torch.full((len(x),), timestep, dtype=torch.long)).numpy()
     return float(np.abs(got - expected).max())
+
+
+def export_timestep_graphs(
+    unet: nn.Module, timesteps: list[int], folder: Path, checks: dict[str, dict[str, np.ndarray]], parity: dict
+) -> dict[int, str]:
+    """A folded float32 graph per timestep in folder, each checked against PyTorch at that timestep on the parity
+    inputs (checks: kind -> {'x': ...}); the errors go into parity. Returns timestep -> file name."""
+    from diffdefense.export.bundle import PARITY_TOLERANCE
+
+    graphs = {}
+    for t in timesteps:
+        name = timestep_graph_name(t)
+        export_timestep_unet(unet, t, folder / name)
+        for kind, inputs in checks.items():
+            error = timestep_max_abs_error(folder / name, unet, t, inputs["x"])
+            if error > PARITY_TOLERANCE:
+                raise RuntimeError(
+                    f"{name} differs from PyTorch at t={t} by {error:.2e} on {kind} inputs (tolerance "
+                    f"{PARITY_TOLERANCE})."
+                )
+            parity[f"unet_t{t}_{kind}_max_abs_error"] = error
+        graphs[t] = name
+    return graphs

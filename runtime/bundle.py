@@ -55,6 +55,10 @@ class Bundle:
         """The bytes of a role's graph as they were verified, so that what runs is what was checked."""
         return self.data[self.path(role).name]
 
+    def file(self, name: str) -> bytes:
+        """A listed file's bytes as they were verified (the folded timestep graphs are named by file)."""
+        return self.data[name]
+
 
 def load_bundle(root: str | Path) -> Bundle:
     root = Path(root)
@@ -63,6 +67,9 @@ def load_bundle(root: str | Path) -> Bundle:
     data = {name: _read_verified(root, name, entry, manifest_path) for name, entry in manifest.files.items()}
     for role, name in manifest.roles.items():
         _check_graph(name, data[name], role, manifest)
+    for by_t in (manifest.timestep_graphs or {}).values():
+        for name in by_t.values():
+            _check_graph(name, data[name], "unet_folded", manifest)
     return Bundle(root, manifest, data)
 
 

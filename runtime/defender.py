@@ -24,6 +24,7 @@ from diffdefense.runtime.device_loop import DeviceLoop, choose_kernels
 from diffdefense.runtime.fused import load_step_ops
 from diffdefense.runtime.manifest import SETTINGS_LIMITS, DetectionRecord
 from diffdefense.runtime.steps import unit_to_image
+from diffdefense.runtime.unet_graphs import PRECISIONS, TimestepUNet, choose_graphs
 from diffdefense.runtime.validation import check_images
 from diffdefense.settings import PRESETS, DefenseSettings
 
@@ -78,6 +79,13 @@ class Defender:
         device_loop; its docstring says what each means). The keyword arguments of the same names build one
         instead (those left None take BackendOptions' defaults); give one or the other. The attribute backend holds
         the options; device_loop says whether the device loop runs.
+    precision: 'float32', or 'int8' for the bundle's int8 U-Net graphs (static QDQ, calibrated on the defence's own
+        inputs; export/quantize.py), which exist with the timestep folded in only.
+    unet_graphs: which U-Net graphs run (runtime/unet_graphs.py): 'folded' (one graph per timestep with it folded
+        in; settings that use a timestep the bundle has no such graph for are refused), 'general' (the graph that
+        takes t, float32 only), or 'auto' (folded where the bundle has the timestep, general elsewhere). None: 'auto'
+        in float32 (both graphs compute the same function, to float rounding), 'folded' in int8 (never a silent
+        change of precision), 'general' with the device loop (which binds the general graph's inputs).
 
     A Defender owns its sessions (or engines): close() releases them, as does leaving a `with Defender(...)` block;
     a closed Defender refuses to run with a BackendError.
@@ -95,6 +103,8 @@ class Defender:
         device_loop: bool | None = None,
         *,
         backend: BackendOptions | None = None,
+        precision: str = "float32",
+        unet_graphs: str | None = None,
     ) -> None:
         self.closed = False
         keywords = {"provider": provider, "threads": threads, "fp16": fp16, "step_ops": step_ops}
@@ -131,7 +141,9 @@ class Defender:
         ):  # NaN would never flag, infinity never could
             raise ValueError(f"Expected threshold to be None or a finite number >= 0, but got {threshold!r}.")
         self.threshold = float(threshold) if threshold is not None else _bundle_threshold(manifest.detection, settings)
-        self.unet = self._runner("unet")
+        self.precision = precision
+        self.unet_graphs = _unet_graphs(unet_graphs, precision, device_loop=bool(kernels))
+        self.unet = self._unet_runner(manifest)
         self.classifier = self._runner("classifier")
         self.unet_vjp = self._runner("unet_vjp") if settings.gradient == "full" else None
         self.device_loop = DeviceLoop(self.unet, self.unet_vjp, kernels) if kernels else None
@@ -141,6 +153,22 @@ class Defender:
         swapped since); the path only names it in messages."""
         o = self.backend
         return make_runner(self.bundle.path(role), o.provider, o.threads, o.fp16, data=self.bundle.graph(role))
+
+    def _unet_runner(self, manifest):
+        """The general graph's runner with the device loop; otherwise a TimestepUNet over the folded graphs chosen for
+        the chain's timesteps, with the general graph only where a timestep has none."""
+        if self.unet_graphs == "general" and self.precision == "float32":
+            return self._runner("unet")
+        files = choose_graphs(
+            manifest.folded_graphs(self.precision), self.chain.timesteps, self.unet_graphs, self.precision
+        )
+        o = self.backend
+        folded = {
+            t: make_runner(self.bundle.root / name, o.provider, o.threads, o.fp16, data=self.bundle.file(name))
+            for t, name in files.items()
+        }
+        missing = set(int(t) for t in self.chain.timesteps) - set(folded)
+        return TimestepUNet(folded, self._runner("unet") if missing else None)
 
     def close(self) -> None:
         """Release every runner's session or engine; a second call does nothing. The runners are replaced by
@@ -391,3 +419,19 @@ def _backend_options(backend: BackendOptions | None, **keywords: object) -> Back
             f"both: backend and {', '.join(sorted(given))}."
         )
     return backend
+
+
+def _unet_graphs(unet_graphs: str | None, precision: str, device_loop: bool) -> str:
+    """The U-Net graph choice, with None resolved as the Defender's docstring says."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Expected precision {' or '.join(map(repr, PRECISIONS))}, but got {precision!r}.")
+    if device_loop:
+        if unet_graphs not in (None, "general") or precision != "float32":
+            raise ValueError(
+                "The device loop binds the general float32 U-Net graph; pass device_loop=False to run folded or "
+                f"int8 graphs (got unet_graphs={unet_graphs!r}, precision={precision!r})."
+            )
+        return "general"
+    if unet_graphs is None:
+        return "auto" if precision == "float32" else "folded"
+    return unet_graphs

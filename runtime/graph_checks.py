@@ -74,6 +74,7 @@ def role_signature(role: str, image_shape: list[int], num_labels: int) -> tuple[
     x, t, v = ("x", *image), ("t", "tensor(int64)", ["batch"]), ("v", *image)
     return {
         "unet": ([x, t], [("eps", *image)]),
+        "unet_folded": ([x], [("eps", *image)]),  # one timestep folded in
         "unet_vjp": ([x, t, v], [("grad", *image)]),
         "classifier": ([("images", *image)], [("logits", "tensor(float)", ["batch", num_labels])]),
     }[role]

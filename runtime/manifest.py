@@ -95,6 +95,8 @@ class BundleManifest:
     parity: Mapping[str, float] | None = None
     sources: Mapping[str, str] | None = None
     versions: Mapping[str, str] | None = None
+    unet_source: str | None = None
+    timestep_graphs: Mapping[str, Mapping[int, str]] | None = None
 
     def __post_init__(self) -> None:
         for name in ("labels", "image_shape", "betas"):
@@ -103,6 +105,13 @@ class BundleManifest:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, MappingProxyType(dict(value)))
+        if self.timestep_graphs is not None:
+            graphs = {precision: MappingProxyType(dict(by_t)) for precision, by_t in self.timestep_graphs.items()}
+            object.__setattr__(self, "timestep_graphs", MappingProxyType(graphs))
+
+    def folded_graphs(self, precision: str) -> dict[int, str]:
+        """timestep -> file name of the graphs with that timestep folded in, in one precision (none: empty)."""
+        return dict((self.timestep_graphs or {}).get(precision, {}))
 
     def schedule(self) -> NoiseSchedule:
         """The training schedule (float64 betas) the chain's coefficients come from."""
@@ -128,6 +137,12 @@ class BundleManifest:
             "sources": _plain(self.sources),
             "versions": _plain(self.versions),
             "detection": self.detection.to_json() if self.detection is not None else None,
+            "unet_source": self.unet_source,
+            "timestep_graphs": (
+                {p: {str(t): name for t, name in by_t.items()} for p, by_t in self.timestep_graphs.items()}
+                if self.timestep_graphs is not None
+                else None
+            ),
         }
         return manifest | {key: value for key, value in optional.items() if value is not None}
 
@@ -161,6 +176,8 @@ class BundleManifest:
             "parity": _optional_map(m.get("parity"), _real, "'parity' to map checks to their errors", need),
             "sources": _optional_map(m.get("sources"), _text, "'sources' to map weights to their sha256", need),
             "versions": _optional_map(m.get("versions"), _text, "'versions' to map packages to versions", need),
+            "unet_source": _optional_text(m.get("unet_source"), "the U-Net's shipped name as a string", need),
+            "timestep_graphs": _timestep_graphs(m.get("timestep_graphs"), files, len(betas), need),
         }
         return cls(
             dataset=dataset,
@@ -300,6 +317,34 @@ def _optional_map(values: object, kind: Callable[[object], bool], what: str, nee
 
 
 # Small predicates and helpers.
+
+
+def _optional_text(value: object, what: str, need: Need) -> str | None:
+    need(value is None or (isinstance(value, str) and 0 < len(value) <= 100), what, value)
+    return value
+
+
+TIMESTEP_GRAPH_PRECISIONS = ("float32", "int8")
+
+
+def _timestep_graphs(graphs: object, files: dict, num_steps: int, need: Need) -> dict | None:
+    """precision -> {timestep: file}: U-Net graphs with one trained timestep folded in (input x only)."""
+    if graphs is None:
+        return None
+    what = f"'timestep_graphs' to map {' or '.join(TIMESTEP_GRAPH_PRECISIONS)} to {{timestep: listed file}}"
+    need(isinstance(graphs, dict) and set(graphs) <= set(TIMESTEP_GRAPH_PRECISIONS), what, graphs)
+    checked = {}
+    for precision, by_t in graphs.items():
+        need(isinstance(by_t, dict) and len(by_t) > 0, what, by_t)
+        for t, name in by_t.items():
+            need(
+                isinstance(t, str) and t.isdigit() and int(t) < num_steps,
+                f"timesteps of the schedule's {num_steps} (as decimal strings) in 'timestep_graphs'",
+                t,
+            )
+            need(isinstance(name, str) and name in files, f"a listed file for the {precision} graph at t={t}", name)
+        checked[precision] = {int(t): name for t, name in by_t.items()}
+    return checked
 
 
 def _plain_name(name: object) -> bool:

@@ -72,10 +72,17 @@ def exported_bundle(tmp_path_factory) -> ExportedBundle:
     root = tmp_path_factory.mktemp("data")
     write_idx_folder(root / "mnist")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bundle_module, "load_unet", lambda dataset: (unet, NoiseSchedule.linear()))
+        patch.setattr(bundle_module, "load_unet", lambda dataset, name: (unet, NoiseSchedule.linear()))
         patch.setattr(bundle_module, "load_classifier", lambda dataset, arch: classifier)
-        patch.setattr(bundle_module, "source_checksums", lambda dataset: {"unet": "test", "model_a": "test"})
+        patch.setattr(bundle_module, "source_checksums", lambda dataset, name: {"unet": "test", "model_a": "test"})
+        # the paper preset's 15 timesteps would take 15 folded graphs: tests/test_timestep_bundle.py exports those
         path = bundle_module.export_bundle(
-            "mnist", tmp_path_factory.mktemp("out") / "bundle", "paper", root, calibration_images=8
+            "mnist",
+            tmp_path_factory.mktemp("out") / "bundle",
+            "paper",
+            root,
+            calibration_images=8,
+            unet_name="unet",
+            folded=False,
         )
     return ExportedBundle(path, unet, classifier)

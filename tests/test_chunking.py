@@ -93,7 +93,10 @@ def test_the_chunk_size_follows_the_budget_and_max_batch():
         ({"max_batch": 2.5}, "Expected max_batch to be None or an integer of at least 1, but got 2.5."),
         ({"max_batch": True}, "Expected max_batch to be None or an integer of at least 1, but got True."),
         ({"max_batch": "8"}, "Expected max_batch to be None or an integer of at least 1, but got '8'."),
-        ({"memory_budget": 0}, "Expected memory_budget to be None or a whole number of bytes of at least 1, but got 0."),
+        (
+            {"memory_budget": 0},
+            "Expected memory_budget to be None or a whole number of bytes of at least 1, but got 0.",
+        ),
         ({"memory_budget": -(2**30)}, "a whole number of bytes of at least 1, but got -1073741824."),
         ({"memory_budget": 1e9}, "a whole number of bytes of at least 1, but got 1000000000.0."),
     ],

@@ -46,9 +46,10 @@ def stand_ins(monkeypatch):
             raise disk_full(dst)
         return real_replace(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(export_module, "load_unet", lambda dataset: (object(), NoiseSchedule.linear()))
+    monkeypatch.setattr(export_module, "load_unet", lambda dataset, name: (object(), NoiseSchedule.linear()))
+    monkeypatch.setattr(export_module, "fold_batchnorm", lambda unet: unet)
     monkeypatch.setattr(export_module, "load_classifier", lambda dataset, arch: object())
-    monkeypatch.setattr(export_module, "source_checksums", lambda dataset: {"unet": "test", "model_a": "test"})
+    monkeypatch.setattr(export_module, "source_checksums", lambda dataset, name: {"unet": "test", "model_a": "test"})
     monkeypatch.setattr(export_module, "parity_inputs", lambda *args: {"unet": {}, "unet_vjp": {}, "classifier": {}})
     monkeypatch.setattr(export_module, "export_unet", writer("unet graph"))
     monkeypatch.setattr(export_module, "export_classifier", writer("classifier graph"))
@@ -59,7 +60,7 @@ def stand_ins(monkeypatch):
 
 
 def export(target: Path) -> Path:
-    return export_module.export_bundle("mnist", target, calibration_images=0)
+    return export_module.export_bundle("mnist", target, calibration_images=0, unet_name="unet", folded=False)
 
 
 def test_the_stand_ins_export_a_whole_bundle(stand_ins, tmp_path):

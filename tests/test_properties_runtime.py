@@ -52,12 +52,12 @@ cv2 = pytest.importorskip("cv2", reason="OpenCV (the [video] extra) is not insta
 
 from diffdefense.draws import draw  # noqa: E402
 from diffdefense.runtime.defender import MAX_ITERATIONS, MAX_LATENT, Defender, softmax  # noqa: E402
-from diffdefense.runtime.stream.frame_queue import FrameQueue, QueueClosed  # noqa: E402
-from diffdefense.runtime.stream.frames import FramePreprocessor, defend_frames  # noqa: E402
 from diffdefense.runtime.inputs import read_image_file  # noqa: E402
 from diffdefense.runtime.stream import defend_stream  # noqa: E402
-from diffdefense.runtime.validation import check_images  # noqa: E402
+from diffdefense.runtime.stream.frame_queue import FrameQueue, QueueClosed  # noqa: E402
+from diffdefense.runtime.stream.frames import FramePreprocessor, defend_frames  # noqa: E402
 from diffdefense.runtime.stream.warm_start import WarmStart  # noqa: E402
+from diffdefense.runtime.validation import check_images  # noqa: E402
 from diffdefense.settings import PRESETS  # noqa: E402
 from diffdefense.shipped import SAMPLES_DIR, bundle_dir  # noqa: E402
 

@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("cv2", reason="OpenCV (the [video] extra) is not installed")
 
 from diffdefense.runtime.defender import Defender  # noqa: E402
-from diffdefense.runtime.stream.frames import FramePreprocessor  # noqa: E402
 from diffdefense.runtime.stream import FrameReader, defend_stream  # noqa: E402
+from diffdefense.runtime.stream.frames import FramePreprocessor  # noqa: E402
 from diffdefense.runtime.stream.warm_start import WarmStart  # noqa: E402
 from diffdefense.settings import PRESETS  # noqa: E402
 from diffdefense.shipped import bundle_dir  # noqa: E402

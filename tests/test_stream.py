@@ -13,12 +13,12 @@ cv2 = pytest.importorskip("cv2", reason="OpenCV (the [video] extra) is not insta
 from click.testing import CliRunner  # noqa: E402
 
 from diffdefense.cli import main  # noqa: E402
+from diffdefense.runtime.defender import Defender  # noqa: E402
+from diffdefense.runtime.stream import FrameReader, StreamError, defend_stream  # noqa: E402
 from diffdefense.runtime.stream import reader as reader_module  # noqa: E402
 from diffdefense.runtime.stream.annotate import AnnotatedVideoWriter  # noqa: E402
-from diffdefense.runtime.defender import Defender  # noqa: E402
 from diffdefense.runtime.stream.frame_queue import FrameQueue, QueueClosed  # noqa: E402
 from diffdefense.runtime.stream.frames import FramePreprocessor  # noqa: E402
-from diffdefense.runtime.stream import FrameReader, StreamError, defend_stream  # noqa: E402
 from diffdefense.runtime.stream.summary import FrameLog, calibrated_threshold, format_summary, summarize  # noqa: E402
 from diffdefense.runtime.stream.warm_start import WarmStart  # noqa: E402
 from diffdefense.settings import PRESETS  # noqa: E402

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # make_video's rendere
 
 from make_video import ROI, render_frame  # noqa: E402
 
-from diffdefense.runtime.stream.annotate import AnnotatedVideoWriter  # noqa: E402
 from diffdefense.runtime.defender import Defender  # noqa: E402
-from diffdefense.runtime.stream.frames import FramePreprocessor, defend_frames  # noqa: E402
 from diffdefense.runtime.stream import FrameReader, defend_stream  # noqa: E402
+from diffdefense.runtime.stream.annotate import AnnotatedVideoWriter  # noqa: E402
+from diffdefense.runtime.stream.frames import FramePreprocessor, defend_frames  # noqa: E402
 from diffdefense.runtime.stream.warm_start import WarmStart  # noqa: E402
 from diffdefense.settings import PRESETS  # noqa: E402
 from diffdefense.shipped import SAMPLES_DIR, bundle_dir  # noqa: E402

@@ -17,8 +17,8 @@ import click
 import numpy as np
 
 from diffdefense.runtime.defender import Defender
-from diffdefense.runtime.stream.frames import FramePreprocessor
 from diffdefense.runtime.stream import FrameReader, defend_stream
+from diffdefense.runtime.stream.frames import FramePreprocessor
 from diffdefense.runtime.stream.summary import summarize
 from diffdefense.runtime.stream.warm_start import WarmStart
 from diffdefense.settings import PRESETS

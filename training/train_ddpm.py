@@ -25,7 +25,6 @@ from diffdefense.training.ddpm import diffusion_loss, random_noising, to_model_r
 from diffdefense.training.models.unet import UNet
 from diffdefense.training.shipping import ship
 
-
 # The shipped file of each normalisation: the GroupNorm net keeps its historical name.
 SHIPPED_NAMES = {"group": "unet", "batch": "unet_bn"}
 
@@ -55,7 +54,8 @@ def recalibrate_batchnorm(
         norm.momentum = None  # a cumulative average over the batches below
     model.train()
     for _ in range(batches):
-        x_t, t, _ = random_noising(schedule, train_x[torch.randint(0, len(train_x), (128,), generator=generator)], generator)
+        batch = train_x[torch.randint(0, len(train_x), (128,), generator=generator)]
+        x_t, t, _ = random_noising(schedule, batch, generator)
         model(x_t, t)
     for norm in norms:
         norm.momentum = 0.1

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffdefense.runtime.stream.frames import import_cv2
 from diffdefense.runtime.stream.errors import StreamError
+from diffdefense.runtime.stream.frames import import_cv2
 
 CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
 GREEN, RED, WHITE = (60, 180, 60), (40, 40, 230), (255, 255, 255)

@@ -139,10 +139,10 @@ class UNet(nn.Module):
 @torch.no_grad()
 def fold_batchnorm(model: UNet) -> UNet:
     """A copy of an eval-mode 'batch' U-Net with every BatchNorm folded into the convolution before it (the same
-    function to float rounding); a 'group' U-Net is returned as a copy, unchanged."""
+    function to float rounding); a 'group' U-Net, or one already folded, is returned as a copy, unchanged."""
     folded = copy.deepcopy(model).eval()
     for block in folded.modules():
-        if isinstance(block, FoldableResBlock):
+        if isinstance(block, FoldableResBlock) and isinstance(block.norm1, nn.BatchNorm2d):  # not folded yet
             block.conv1, block.norm1 = fuse_conv_bn_eval(block.conv1, block.norm1), nn.Identity()
             block.conv2, block.norm2 = fuse_conv_bn_eval(block.conv2, block.norm2), nn.Identity()
     return folded

@@ -1,0 +1,104 @@
+"""A bundle with folded timestep graphs (float32 and int8): what the manifest records, parity of the folded graphs
+with the general one through the whole defence, the choice of graphs, and the refusals."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_idx_folder
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def folded_bundle(tmp_path_factory):
+    """The default preset's bundle of a small random BatchNorm U-Net, with folded float32 and int8 graphs."""
+    import diffdefense.export.bundle as bundle_module
+    from diffdefense.schedule import NoiseSchedule
+    from diffdefense.training.models import ModelA, UNet
+
+    torch.manual_seed(0)
+    unet, classifier = UNet((8, 16, 16), norm="batch").eval(), ModelA().eval()
+    root = tmp_path_factory.mktemp("data")
+    write_idx_folder(root / "mnist")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bundle_module, "load_unet", lambda dataset, name: (unet, NoiseSchedule.linear()))
+        patch.setattr(bundle_module, "load_classifier", lambda dataset, arch: classifier)
+        patch.setattr(bundle_module, "source_checksums", lambda dataset, name: {name: "test", "model_a": "test"})
+        return bundle_module.export_bundle(
+            "mnist",
+            tmp_path_factory.mktemp("out") / "bundle",
+            "default",
+            root,
+            calibration_images=8,
+            unet_name="unet_bn",
+            vjp=False,
+        )
+
+
+def test_the_manifest_records_each_timesteps_graphs_and_their_errors(folded_bundle):
+    from diffdefense.runtime.bundle import load_bundle
+
+    manifest = load_bundle(folded_bundle).manifest
+    assert manifest.unet_source == "unet_bn"
+    assert manifest.folded_graphs("float32") == {14: "unet_t14.onnx", 0: "unet_t0.onnx"}
+    assert manifest.folded_graphs("int8") == {14: "unet_t14.int8.onnx", 0: "unet_t0.int8.onnx"}
+    assert manifest.parity["unet_t0_real_max_abs_error"] < 1e-4
+    assert 0 < manifest.parity["unet_t14_int8_relative_l2"] < 0.5  # int8 is close, and not bit-exact
+    assert json.loads((folded_bundle / "manifest.json").read_text()) == manifest.to_json()
+
+
+def test_folded_graphs_give_the_general_graphs_defence(folded_bundle):
+    from diffdefense.runtime.defender import Defender
+
+    images = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    with (
+        Defender(folded_bundle, unet_graphs="folded") as folded,
+        Defender(folded_bundle, unet_graphs="general") as general,
+    ):
+        assert folded.unet.general is None and sorted(folded.unet.folded) == [0, 14]
+        a, b = folded(images), general(images)
+    assert np.abs(a.reconstructions - b.reconstructions).max() < 1e-3
+    assert np.abs(a.reconstruction_error - b.reconstruction_error).max() < 1e-4
+
+
+def test_int8_runs_its_own_graphs_and_stays_near_float32(folded_bundle):
+    from diffdefense.runtime.defender import Defender
+
+    images = np.random.default_rng(1).random((2, 1, 28, 28), dtype=np.float32)
+    with Defender(folded_bundle, precision="int8") as int8, Defender(folded_bundle) as float32:
+        assert int8.unet_graphs == "folded" and float32.unet_graphs == "auto"
+        assert sorted(int8.unet.folded) == [0, 14] and int8.unet.general is None
+        gap = np.abs(int8(images).reconstructions - float32(images).reconstructions).mean()
+    assert 0 < gap < 0.2
+
+
+def test_settings_needing_a_missing_timestep_are_refused_unless_asked_to_fall_back(folded_bundle):
+    from diffdefense.runtime.defender import Defender
+
+    with pytest.raises(ValueError, match=r"missing \[13, 12, 11"):
+        Defender(folded_bundle, "paper", unet_graphs="folded")
+    with pytest.raises(ValueError, match="int8 U-Net graphs"):
+        Defender(folded_bundle, "paper", precision="int8")
+    with pytest.raises(ValueError, match="float32 only"):
+        Defender(folded_bundle, precision="int8", unet_graphs="general")
+    with Defender(folded_bundle, "paper", unet_graphs="auto") as mixed:
+        assert sorted(mixed.unet.folded) == [0, 14] and mixed.unet.general is not None
+
+
+def test_a_timestep_graph_the_manifest_does_not_list_is_refused(folded_bundle, tmp_path):
+    from diffdefense.runtime.bundle import BundleError, load_bundle
+
+    forged = tmp_path / "bundle"
+    shutil.copytree(folded_bundle, forged)
+    manifest = json.loads((forged / "manifest.json").read_text())
+    manifest["timestep_graphs"]["int8"]["14"] = "elsewhere.onnx"
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="a listed file for the int8 graph at t=14"):
+        load_bundle(forged)
+    manifest["timestep_graphs"] = {"int4": {"14": "unet_t14.onnx"}}
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="'timestep_graphs' to map float32 or int8"):
+        load_bundle(forged)
