@@ -109,6 +109,11 @@ class BundleManifest:
             graphs = {precision: MappingProxyType(dict(by_t)) for precision, by_t in self.timestep_graphs.items()}
             object.__setattr__(self, "timestep_graphs", MappingProxyType(graphs))
 
+    def graph_files(self) -> list[str]:
+        """Every ONNX graph the bundle holds: the roles' and the folded timestep graphs'."""
+        folded = [name for by_t in (self.timestep_graphs or {}).values() for name in by_t.values()]
+        return [*self.roles.values(), *folded]
+
     def folded_graphs(self, precision: str) -> dict[int, str]:
         """timestep -> file name of the graphs with that timestep folded in, in one precision (none: empty)."""
         return dict((self.timestep_graphs or {}).get(precision, {}))

@@ -66,6 +66,11 @@ class TimestepUNet:
         kinds = [f"t={t}: {getattr(r, 'name', 'folded')}" for t, r in sorted(self.folded.items(), reverse=True)]
         return ", ".join(kinds) if kinds else "general graph"
 
+    @property
+    def provider(self) -> str:
+        """The execution provider its runners use (all are made with the same backend options)."""
+        return next(iter([*self.folded.values(), self.general])).provider
+
     def run(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         timestep = int(t[0])
         runner = self.folded.get(timestep)

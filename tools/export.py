@@ -3,7 +3,7 @@
 python tools/export.py --dataset mnist --out bundles/mnist
 """
 
-from diffdefense.cli.evaluate import export_command
+from diffdefense.cli.export import export_command
 
 if __name__ == "__main__":
     export_command()

@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from diffdefense.cli.common import main
-from diffdefense.cli.frame_options import defender_options, make_defender
+from diffdefense.cli.defender_options import defender_options, make_defender
 
 
 def timed(call, rounds: int, warmup: int) -> np.ndarray:

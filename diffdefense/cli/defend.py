@@ -10,7 +10,8 @@ import click
 import numpy as np
 
 from diffdefense.cli.common import main
-from diffdefense.cli.frame_options import defender_options, make_defender, make_preprocessor, preprocessing_options
+from diffdefense.cli.defender_options import defender_options, make_defender
+from diffdefense.cli.frame_options import make_preprocessor, preprocessing_options
 
 EXIT_ATTACK_FLAGGED = 3
 

@@ -1,4 +1,4 @@
-"""diffdefense evaluate and export: the report, and the ONNX bundle."""
+"""diffdefense evaluate and report: the robustness report."""
 
 from __future__ import annotations
 
@@ -125,51 +125,3 @@ def report_command(folders) -> None:
             click.echo(f"Report: {rewrite_markdown(folder)}")
         except ValueError as err:
             raise click.ClickException(str(err)) from err
-
-
-@main.command("export")
-@dataset_option
-@click.option(
-    "--preset",
-    type=click.Choice(sorted(PRESET_NAMES)),
-    default="default",
-    show_default=True,
-    help="Defence settings the bundle carries as its defaults.",
-)
-@click.option(
-    "--calibration-images",
-    type=click.IntRange(min=0),
-    default=200,
-    show_default=True,
-    help="Clean training-split images that set the attack threshold at 5 % false positives (0: none).",
-)
-@click.option(
-    "--tensorrt",
-    type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    show_default=True,
-    help="Also build TensorRT engines into the engine cache: where a GPU and TensorRT are present (auto), "
-    "always (on: fail without them), or never.",
-)
-@click.option("--fp16/--no-fp16", default=False, show_default=True, help="Half-precision TensorRT engines.")
-@data_root_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle folder.")
-def export_command(dataset, preset, calibration_images, tensorrt, fp16, data_root, out) -> None:
-    """Export DATASET's models (from $DIFFDEFENSE_WEIGHTS, else the shipped weights) to an ONNX bundle, checked
-    against PyTorch."""
-    from diffdefense.export.bundle import ROLES, export_bundle
-    from diffdefense.runtime.backends.tensorrt_engines import EngineBuildError, cached_engine
-    from diffdefense.runtime.bundle import load_bundle
-
-    path = export_bundle(dataset, out, preset, data_root, calibration_images)
-    parity = load_bundle(path).manifest.parity  # loaded as the runtime will load it
-    click.echo(f"Bundle {path}: " + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()))
-    if tensorrt == "off":
-        return
-    try:
-        for name in ROLES.values():
-            click.echo(f"TensorRT engine: {cached_engine(path / name, fp16=fp16)}")
-    except EngineBuildError as err:
-        if tensorrt == "on":
-            raise click.ClickException(str(err)) from err
-        click.echo(f"No TensorRT engines: {err}")

@@ -1,13 +1,8 @@
-"""Options shared by the commands that take camera frames or image files: the defender and the preprocessing."""
+"""Options shared by the commands that take camera frames or image files: how a frame becomes an input."""
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import click
-
-from diffdefense.cli.common import PRESET_NAMES, dataset_option
 
 
 def _roi(ctx, param, value):
@@ -32,47 +27,6 @@ def _value_range(ctx, param, value):
     return low, high
 
 
-def _threshold(ctx, param, value):
-    if value is not None and not math.isfinite(value):  # FloatRange lets NaN and infinity through
-        raise click.BadParameter(f"expected a finite number >= 0, but got {value!r}")
-    return value
-
-
-def defender_options(command):
-    """--bundle, --dataset, --preset, --provider."""
-    for option in reversed(
-        [
-            click.option(
-                "--bundle",
-                type=click.Path(file_okay=False, path_type=Path),
-                default=None,
-                help="Bundle folder [default: the shipped bundle of --dataset].",
-            ),
-            dataset_option,
-            click.option(
-                "--preset", type=click.Choice(sorted(PRESET_NAMES)), default=None, help="[default: the bundle's]"
-            ),
-            click.option(
-                "--provider",
-                type=click.Choice(["cpu", "cuda", "tensorrt", "tensorrt-engine"]),
-                default="cpu",
-                show_default=True,
-                help="onnxruntime's CPU, CUDA or TensorRT provider, or TensorRT itself.",
-            ),
-            click.option(
-                "--threshold",
-                type=click.FloatRange(min=0),
-                callback=_threshold,
-                default=None,
-                help="Reconstruction error above which an input is flagged [the bundle's, calibrated on clean training "
-                "images; calibrate your camera with `diffdefense stream --calibrate`].",
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
-
-
 def preprocessing_options(command):
     """--roi, --invert, --value-range, --channel-order: how a frame becomes a 28 x 28 input."""
     for option in reversed(
@@ -94,13 +48,6 @@ def preprocessing_options(command):
     ):
         command = option(command)
     return command
-
-
-def make_defender(bundle, dataset, preset, provider, threshold=None):
-    from diffdefense.runtime.defender import Defender
-    from diffdefense.shipped import bundle_dir
-
-    return Defender(bundle or bundle_dir(dataset), preset, provider=provider, threshold=threshold)
 
 
 def make_preprocessor(roi, invert, value_range, channel_order, size=(28, 28)):

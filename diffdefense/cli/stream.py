@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from diffdefense.cli.common import main
-from diffdefense.cli.frame_options import defender_options, make_defender, make_preprocessor, preprocessing_options
+from diffdefense.cli.defender_options import defender_options, make_defender
+from diffdefense.cli.frame_options import make_preprocessor, preprocessing_options
 
 
 @main.command("stream")

@@ -165,12 +165,22 @@ def build_engine(data: bytes, profile: BatchProfile, fp16: bool, name: str = "th
         config = CreateConfig(profiles=[trt_profile])
     else:
         network = NetworkFromOnnxBytes(data, strongly_typed=strongly_typed)
-        config = CreateConfig(fp16=fp16, profiles=[trt_profile])
+        # A QDQ graph (the bundle's int8 U-Nets) is explicitly quantised: TensorRT 10 reads its scales once the
+        # int8 flag allows int8 kernels; a strongly typed build (TensorRT 11) takes the types from the graph.
+        int8 = not strongly_typed and _is_quantized(data)
+        config = CreateConfig(fp16=fp16, int8=int8, profiles=[trt_profile])
     try:
         serialized = EngineBytesFromNetwork(network, config=config)()
     except Exception as err:  # polygraphy and TensorRT raise their own types
         raise EngineBuildError(f"TensorRT could not build an engine from {name}: {err}") from err
     return bytes(serialized)
+
+
+def _is_quantized(data: bytes) -> bool:
+    """Whether an ONNX graph holds QuantizeLinear nodes (a QDQ int8 graph)."""
+    import onnx
+
+    return any(node.op_type == "QuantizeLinear" for node in onnx.load_model_from_string(data).graph.node)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

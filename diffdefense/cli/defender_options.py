@@ -1,0 +1,93 @@
+"""The options that choose a Defender (bundle, preset, backend, precision, U-Net graphs, threshold), shared by
+defend, stream and bench, and the Defender they make."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+from diffdefense.cli.common import PRESET_NAMES, dataset_option
+
+
+def _threshold(ctx, param, value):
+    if value is not None and not math.isfinite(value):  # FloatRange lets NaN and infinity through
+        raise click.BadParameter(f"expected a finite number >= 0, but got {value!r}")
+    return value
+
+
+def _remember(ctx, param, value):
+    """precision and unet_graphs reach make_defender through the context, not every command's signature."""
+    ctx.meta[f"defender.{param.name}"] = value
+    return value
+
+
+def defender_options(command):
+    """--bundle, --dataset, --preset, --provider, --precision, --unet-graphs, --threshold."""
+    for option in reversed(
+        [
+            click.option(
+                "--bundle",
+                type=click.Path(file_okay=False, path_type=Path),
+                default=None,
+                help="Bundle folder [default: the shipped bundle of --dataset].",
+            ),
+            dataset_option,
+            click.option(
+                "--preset", type=click.Choice(sorted(PRESET_NAMES)), default=None, help="[default: the bundle's]"
+            ),
+            click.option(
+                "--provider",
+                type=click.Choice(["cpu", "cuda", "tensorrt", "tensorrt-engine"]),
+                default="cpu",
+                show_default=True,
+                help="onnxruntime's CPU, CUDA or TensorRT provider, or TensorRT itself.",
+            ),
+            click.option(
+                "--precision",
+                type=click.Choice(["float32", "int8"]),
+                default="float32",
+                show_default=True,
+                expose_value=False,
+                callback=_remember,
+                help="int8: the bundle's int8 U-Net graphs (folded timesteps only).",
+            ),
+            click.option(
+                "--unet-graphs",
+                type=click.Choice(["folded", "general", "auto"]),
+                default=None,
+                expose_value=False,
+                callback=_remember,
+                help="U-Net graphs with the timestep folded in (refusing settings that need a missing one), the "
+                "general graph, or folded where the bundle has them [default: auto in float32, folded in int8].",
+            ),
+            click.option(
+                "--threshold",
+                type=click.FloatRange(min=0),
+                callback=_threshold,
+                default=None,
+                help="Reconstruction error above which an input is flagged [the bundle's, calibrated on clean training "
+                "images; calibrate your camera with `diffdefense stream --calibrate`].",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def make_defender(bundle, dataset, preset, provider, threshold=None):
+    """The Defender the options chose (precision and U-Net graphs from the current command's context)."""
+    from diffdefense.runtime.defender import Defender
+    from diffdefense.shipped import bundle_dir
+
+    meta = click.get_current_context(silent=True)
+    meta = meta.meta if meta is not None else {}
+    return Defender(
+        bundle or bundle_dir(dataset),
+        preset,
+        provider=provider,
+        threshold=threshold,
+        precision=meta.get("defender.precision", "float32"),
+        unet_graphs=meta.get("defender.unet_graphs"),
+    )

@@ -1,0 +1,78 @@
+"""diffdefense export: the shipped models to a checksummed ONNX bundle (and TensorRT engines where a GPU is)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from diffdefense.cli.common import PRESET_NAMES, data_root_option, dataset_option, main
+
+
+@main.command("export")
+@dataset_option
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESET_NAMES)),
+    default="default",
+    show_default=True,
+    help="Defence settings the bundle carries as its defaults.",
+)
+@click.option(
+    "--calibration-images",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Clean training-split images that set the attack threshold at 5 % false positives (0: none).",
+)
+@click.option(
+    "--tensorrt",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Also build TensorRT engines into the engine cache: where a GPU and TensorRT are present (auto), "
+    "always (on: fail without them), or never.",
+)
+@click.option("--fp16/--no-fp16", default=False, show_default=True, help="Half-precision TensorRT engines.")
+@click.option(
+    "--unet",
+    type=click.Choice(["unet", "unet_bn"]),
+    default=None,
+    help="The shipped U-Net to export: GroupNorm ('unet') or BatchNorm folded into the convolutions ('unet_bn'); "
+    "default: unet_bn where it is shipped for DATASET.",
+)
+@click.option(
+    "--folded/--no-folded",
+    default=True,
+    show_default=True,
+    help="Also one float32 U-Net graph per timestep of the preset, with the timestep folded in.",
+)
+@click.option(
+    "--int8/--no-int8",
+    default=True,
+    show_default=True,
+    help="Also int8 versions of the folded graphs, calibrated on the defence's own U-Net inputs for the "
+    "calibration images (clean and FGSM-attacked).",
+)
+@data_root_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle folder.")
+def export_command(dataset, preset, calibration_images, tensorrt, fp16, unet, folded, int8, data_root, out) -> None:
+    """Export DATASET's models (from $DIFFDEFENSE_WEIGHTS, else the shipped weights) to an ONNX bundle, checked
+    against PyTorch."""
+    from diffdefense.export.bundle import export_bundle
+    from diffdefense.runtime.backends.tensorrt_engines import EngineBuildError, cached_engine
+    from diffdefense.runtime.bundle import load_bundle
+
+    path = export_bundle(dataset, out, preset, data_root, calibration_images, unet, folded, int8)
+    manifest = load_bundle(path).manifest  # loaded as the runtime will load it
+    parity = manifest.parity
+    click.echo(f"Bundle {path}: " + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()))
+    if tensorrt == "off":
+        return
+    try:
+        for name in manifest.graph_files():  # an int8 QDQ graph builds an int8 engine
+            click.echo(f"TensorRT engine: {cached_engine(path / name, fp16=fp16)}")
+    except EngineBuildError as err:
+        if tensorrt == "on":
+            raise click.ClickException(str(err)) from err
+        click.echo(f"No TensorRT engines: {err}")
