@@ -73,6 +73,8 @@ def bench_command(bundle, dataset, preset, provider, threshold, batch_sizes, rou
     env = environment()
     report = {
         "provider": defender.unet.provider,
+        "precision": defender.precision,
+        "unet_graphs": defender.unet_graphs,
         "step_ops": defender.step_ops_name,
         "settings": defender.settings.to_dict(),
         "unet_evaluations_per_image": defender.settings.unet_evaluations,
@@ -85,7 +87,8 @@ def bench_command(bundle, dataset, preset, provider, threshold, batch_sizes, rou
         return
     s = defender.settings
     click.echo(
-        f"{report['provider']}, steps by {report['step_ops']}; R {s.num_candidates}, L {s.iterations}, "
+        f"{report['provider']}, {defender.precision} U-Net graphs ({defender.unet_graphs}), steps by "
+        f"{report['step_ops']}; R {s.num_candidates}, L {s.iterations}, "
         f"T* {s.num_steps} ({s.unet_evaluations} U-Net evaluations per image); {rounds} rounds"
     )
     for row in rows:

@@ -18,13 +18,13 @@ def _threshold(ctx, param, value):
 
 
 def _remember(ctx, param, value):
-    """precision and unet_graphs reach make_defender through the context, not every command's signature."""
+    """precision, fp16 and unet_graphs reach make_defender through the context, not every command's signature."""
     ctx.meta[f"defender.{param.name}"] = value
     return value
 
 
 def defender_options(command):
-    """--bundle, --dataset, --preset, --provider, --precision, --unet-graphs, --threshold."""
+    """--bundle, --dataset, --preset, --provider, --precision, --fp16, --unet-graphs, --threshold."""
     for option in reversed(
         [
             click.option(
@@ -52,6 +52,14 @@ def defender_options(command):
                 expose_value=False,
                 callback=_remember,
                 help="int8: the bundle's int8 U-Net graphs (folded timesteps only).",
+            ),
+            click.option(
+                "--fp16/--no-fp16",
+                default=False,
+                show_default=True,
+                expose_value=False,
+                callback=_remember,
+                help="Half-precision TensorRT engines (--provider tensorrt-engine).",
             ),
             click.option(
                 "--unet-graphs",
@@ -88,6 +96,7 @@ def make_defender(bundle, dataset, preset, provider, threshold=None):
         preset,
         provider=provider,
         threshold=threshold,
+        fp16=meta.get("defender.fp16") or None,
         precision=meta.get("defender.precision", "float32"),
         unet_graphs=meta.get("defender.unet_graphs"),
     )
