@@ -56,15 +56,16 @@ def parse_overrides(text: str) -> dict:
 @click.option("--try", "tries", multiple=True, help="Overrides on --base, e.g. 'num_steps=10,lr=0.5' (repeat).")
 @click.option("--attack", "attacks", multiple=True, default=ATTACKS, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--unet", type=click.Choice(["unet", "unet_bn"]), default="unet", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def main(dataset, num_images, base, tries, attacks, seed, batch_size, out) -> None:
+def main(dataset, num_images, base, tries, attacks, seed, unet, batch_size, out) -> None:
     """Accuracy of Model A after the defence, per attack, for each candidate setting."""
     train = load_dataset(dataset, "train")
     indices = pick_indices(len(train), num_images, seed)
     images, labels = (t.numpy() for t in train.subset(indices).as_tensors())
     model_a = load_classifier(dataset, "model_a")
-    unet, schedule = load_unet(dataset)
+    unet_name, (unet, schedule) = unet, load_unet(dataset, name=unet)
     attacks_cache = ArrayCache(out / "attacks", {"dataset": dataset, "split": "train", "indices": indices.tolist()})
     inputs = {"clean": images}
     for name in attacks:
@@ -88,6 +89,7 @@ def main(dataset, num_images, base, tries, attacks, seed, batch_size, out) -> No
             accuracy[name] = round(100 * float((predict(model_a, recon) == labels).mean()), 1)
         row = {
             "base": base,
+            "unet": unet_name,
             "overrides": text,
             "unet_evaluations": settings.unet_evaluations,
             "accuracy": accuracy,
