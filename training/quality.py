@@ -60,9 +60,9 @@ def save_grid(images: np.ndarray, path: Path, columns: int = 8) -> None:
     plt.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
 
 
-def sample_quality(dataset: str, n: int, seed: int, grid_path: Path) -> dict:
-    """Draw n samples from the shipped DDPM; the shipped Model A's class shares and mean top-class probability."""
-    unet, schedule = load_unet(dataset)
+def sample_quality(dataset: str, n: int, seed: int, grid_path: Path, unet_name: str = "unet") -> dict:
+    """Draw n samples from a shipped DDPM; the shipped Model A's class shares and mean top-class probability."""
+    unet, schedule = load_unet(dataset, name=unet_name)
     images = sample(unet, schedule, n, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         probs = torch.softmax(load_classifier(dataset, "model_a")(images), dim=1)
@@ -71,6 +71,7 @@ def sample_quality(dataset: str, n: int, seed: int, grid_path: Path) -> dict:
     return {
         "dataset": dataset,
         "samples": n,
+        "unet": unet_name,
         "seed": seed,
         "sampler": f"ancestral DDPM, {schedule.num_steps} steps, predicted x_0 clipped to [-1, 1] at each step",
         "class_shares": [round(v, 4) for v in shares.tolist()],

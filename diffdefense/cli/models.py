@@ -79,16 +79,18 @@ def models_stats(channels, as_json) -> None:
 @models.command("sample")
 @dataset_option
 @click.option("-n", "--num-samples", type=click.IntRange(min=64), default=1000, show_default=True)
+@click.option("--unet", type=click.Choice(["unet", "unet_bn"]), default="unet", show_default=True)
 @seed_option
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("docs/figures"), show_default=True
 )
-def models_sample(dataset, num_samples, seed, out) -> None:
+def models_sample(dataset, num_samples, unet, seed, out) -> None:
     """Sample the shipped DDPM: a 64-image grid PNG and the shipped Model A's verdict on the samples."""
     from diffdefense.training.quality import sample_quality, write_json
 
-    result = sample_quality(dataset, num_samples, seed, out / f"{dataset}_ddpm_samples.png")
-    write_json(result, out / f"{dataset}_ddpm_quality.json")
+    stem = dataset if unet == "unet" else f"{dataset}_{unet}"
+    result = sample_quality(dataset, num_samples, seed, out / f"{stem}_ddpm_samples.png", unet)
+    write_json(result, out / f"{stem}_ddpm_quality.json")
     click.echo(
         f"{dataset}: class shares {result['class_shares']}, mean top-class probability "
         f"{result['mean_top_probability']:.3f}; grid {result['grid']}"

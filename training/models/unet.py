@@ -118,11 +118,11 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(c1, 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.denoise(x, self.time_embedding(t).to(x.dtype))
+        return self.denoise(x, self.time_embedding(t, x.dtype))
 
-    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+    def time_embedding(self, t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N,) time indices -> (N, time_dim), the input of every block's time projection."""
-        return self.time_mlp(sinusoidal_embedding(t, self.embed_dim))
+        return self.time_mlp(sinusoidal_embedding(t, self.embed_dim).to(dtype))
 
     def denoise(self, x: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
         """The network on a time embedding, or on None once the timestep is folded into the biases."""
