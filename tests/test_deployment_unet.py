@@ -62,3 +62,17 @@ def test_recalibrated_statistics_are_the_training_distributions_and_seeded():
     assert torch.equal(norm.running_mean, two.enc1.norm1.running_mean)
     # measured afresh: the variances are no longer the uniform(0.5, 2) draws set above
     assert not torch.equal(norm.running_var, trained_looking("batch").enc1.norm1.running_var)
+
+
+def test_the_batchnorm_nets_prediction_is_bounded_on_latents_far_outside_training():
+    """The defence moves latents to |x| of 20 and more; there the GroupNorm net's prediction stays bounded by its
+    normalisation and the BatchNorm net's by EPS_BOUND (folded graphs included)."""
+    from diffdefense.training.models.unet import EPS_BOUND
+
+    model = trained_looking("batch")
+    x = torch.randn(4, 1, 28, 28) * 1000
+    with torch.no_grad():
+        out = model(x, torch.tensor([0, 7, 14, 99]))
+        assert out.abs().max() == EPS_BOUND  # reached, and not passed
+        assert FixedTimestepUNet(model, 14)(x).abs().max() <= EPS_BOUND
+    assert trained_looking("group").eps_bound is None  # the shipped GroupNorm net is unchanged
