@@ -52,6 +52,9 @@ class OnnxRunner:
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # A Defender holds several sessions (the U-Net's graphs, the classifier), each with its own thread pool, and
+        # runs one at a time: threads that spin after their call would take the cores from the next session's.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.name = Path(path).name
         try:
             self.session = onnxruntime.InferenceSession(str(path) if data is None else data, options, providers=chain)
