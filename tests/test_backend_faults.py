@@ -27,7 +27,7 @@ class FailsAfter:
 
 
 def test_a_provider_that_fails_mid_run_names_the_graph_and_the_provider():
-    defender = Defender(BUNDLE, FAST)
+    defender = Defender(BUNDLE, FAST, unet_graphs="general")  # the general graph's session is the one made to fail
     images = np.full((1, 1, 28, 28), 0.5, np.float32)
     defender.unet.session = FailsAfter(defender.unet.session, calls=3)  # the 4th U-Net call of 4 fails
     with pytest.raises(BackendError, match=r"onnxruntime's CPUExecutionProvider failed while running unet\.onnx: "):

@@ -137,7 +137,7 @@ class HostPointerKernels:
     ids=["sigmoid-fresh-noise", "clip", "full"],
 )
 def test_the_loop_bookkeeping_matches_the_host_loop(samples, settings):
-    defender = Defender(BUNDLE, settings, provider="cpu", step_ops="numpy")
+    defender = Defender(BUNDLE, settings, provider="cpu", step_ops="numpy", unet_graphs="general")
     host = defender(samples[[0, 4]])
     defender.device_loop = DeviceLoop(defender.unet, defender.unet_vjp, HostPointerKernels(), device="cpu")
     bound = defender(samples[[0, 4]])
@@ -165,7 +165,8 @@ class FailingBindings:
 
 
 def test_a_failing_run_on_the_device_loops_buffers_names_the_graph_and_the_provider(samples):
-    defender = Defender(BUNDLE, SMALL.with_(gradient="full", num_steps=2), provider="cpu", step_ops="numpy")
+    settings = SMALL.with_(gradient="full", num_steps=2)
+    defender = Defender(BUNDLE, settings, provider="cpu", step_ops="numpy", unet_graphs="general")
     defender.device_loop = DeviceLoop(defender.unet, defender.unet_vjp, HostPointerKernels(), device="cpu")
     defender.unet_vjp.session = FailingBindings(defender.unet_vjp.session)
     expected = r"CPUExecutionProvider failed while running unet_vjp\.onnx on the device loop's buffers: .*device lost"

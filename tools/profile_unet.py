@@ -47,13 +47,15 @@ def op_time_shares(events: list[dict], calls: int) -> list[dict]:
     return sorted(rows, key=lambda row: -row["share"])
 
 
-def profile_graph(graph: bytes, batch: int, calls: int, threads: int, seed: int) -> dict:
+def profile_graph(graph: bytes, batch: int, calls: int, threads: int, seed: int, folded: bool = False) -> dict:
     """Run the U-Net graph `calls` times on one seeded batch (after two unprofiled warm-up calls) under the
     profiler; the per-operator rows, the convolution share and the wall time per call."""
     import onnxruntime
 
     rng = np.random.default_rng(seed)
     feed = {"x": rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), "t": np.full(batch, 14, dtype=np.int64)}
+    if folded:  # the timestep is in the graph
+        del feed["t"]
 
     def cpu_session(profile_prefix: str | None = None):
         options = onnxruntime.SessionOptions()
@@ -95,15 +97,27 @@ def profile_graph(graph: bytes, batch: int, calls: int, threads: int, seed: int)
 @click.option("--calls", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--timestep", type=int, default=None, help="The folded graph of this timestep [the general graph].")
+@click.option("--precision", type=click.Choice(["float32", "int8"]), default="float32", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the numbers as JSON.")
-def main(bundle: Path, batch: int, calls: int, threads: int, seed: int, out: Path | None) -> None:
+def main(
+    bundle: Path, batch: int, calls: int, threads: int, seed: int, timestep, precision, out: Path | None
+) -> None:
     """Profile the bundle's U-Net (verified as the runtime loads it) on onnxruntime's CPU provider."""
     import onnxruntime
 
     from diffdefense.runtime.bundle import load_bundle
 
     loaded = load_bundle(bundle)
-    result = profile_graph(loaded.graph("unet"), batch, calls, threads, seed)
+    if timestep is None:
+        name = loaded.manifest.roles["unet"]
+    else:
+        graphs = loaded.manifest.folded_graphs(precision)
+        if timestep not in graphs:
+            have = sorted(graphs)
+            raise click.ClickException(f"The bundle has {precision} folded graphs for t in {have}, not t={timestep}.")
+        name = graphs[timestep]
+    result = profile_graph(loaded.file(name), batch, calls, threads, seed, folded=timestep is not None)
     click.echo(
         f"{batch} candidates per call, {threads} threads: {result['wall_ms_per_call']:.2f} ms per call "
         f"({result['wall_ms_per_call'] / batch:.3f} ms per candidate), without the profiler.\n"
@@ -118,7 +132,8 @@ def main(bundle: Path, batch: int, calls: int, threads: int, seed: int, out: Pat
     if out:
         record = dict(
             bundle=str(bundle),
-            unet_sha256=loaded.manifest.files[loaded.manifest.roles["unet"]].sha256,
+            graph=name,
+            unet_sha256=loaded.manifest.files[name].sha256,
             batch=batch,
             calls=calls,
             threads=threads,
