@@ -43,9 +43,7 @@ def read_manifest(weights_dir: Path | None = None) -> dict:
         manifest = {FORMAT_KEY: manifest.pop(LEGACY_FORMAT_KEY)} | manifest
     version = manifest.get(FORMAT_KEY)
     if type(version) is not int or version != MANIFEST_FORMAT:  # type(): True == 1 in Python
-        raise ValueError(
-            f"{path} has format version {version!r}, but format version {MANIFEST_FORMAT} was expected."
-        )
+        raise ValueError(f"{path} has format version {version!r}, but format version {MANIFEST_FORMAT} was expected.")
     return manifest
 
 

@@ -127,19 +127,29 @@ def export_bundle(
     calibration_images: int = 200,
     unet_name: str | None = None,
     folded: bool = True,
-    int8: bool = True,
+    int8: bool | None = None,
     vjp: bool = True,
 ) -> Path:
     """The bundle of DATASET's shipped models at out_dir, with `preset` as its default settings.
 
     unet_name: the shipped U-Net to export (None: default_unet). folded: also one float32 graph per timestep the
-    preset uses, with the timestep folded in (export/timestep_graphs.py); int8: also their int8 versions, calibrated
-    on the U-Net inputs the defence itself produces for calibration_images training images, clean and FGSM-attacked
-    (export/quantize.py; needs folded and calibration_images > 0). calibration_images also sets the detection
-    threshold (0: neither). vjp: also the U-Net's vector-Jacobian graph, which the full-gradient mode needs."""
+    preset uses, with the timestep folded in (export/timestep_graphs.py); int8: also their int8 versions (None: for
+    a BatchNorm U-Net only; a GroupNorm graph is not quantised, its normalisation chain breaks the int8 layout),
+    calibrated on the U-Net inputs the defence itself produces for calibration_images training images, clean and
+    FGSM-attacked (export/quantize.py; needs folded and calibration_images > 0). calibration_images also sets the
+    detection threshold (0: neither). vjp: also the U-Net's vector-Jacobian graph, which the full-gradient mode
+    needs."""
     roles = ROLES if vjp else {role: name for role, name in ROLES.items() if role != "unet_vjp"}
     unet_name = unet_name or default_unet(dataset)
     unet, schedule = load_unet(dataset, name=unet_name)
+    norm = getattr(unet, "norm", "group")
+    if int8 is None:
+        int8 = norm == "batch"
+    elif int8 and norm != "batch":
+        raise ValueError(
+            f"int8 graphs are made from a BatchNorm U-Net only, but {dataset}'s {unet_name} uses {norm} norm: "
+            "export it without int8, or export unet_bn."
+        )
     unet = fold_batchnorm(unet)  # BatchNorm into its convolutions (a GroupNorm net is left as it is)
     classifier = load_classifier(dataset, "model_a")
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")

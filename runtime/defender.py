@@ -181,7 +181,7 @@ class Defender:
             runner = getattr(self, role)
             if runner is not None:
                 runner.close()
-                message = f"This Defender was closed, so it cannot run {runner.name}; make a new Defender."
+                message = f"This Defender was closed, so it cannot run its {role} ({runner.name}); make a new Defender."
                 setattr(self, role, ClosedRunner(runner.name, message))
 
     def __enter__(self) -> Defender:

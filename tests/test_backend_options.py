@@ -61,7 +61,10 @@ def test_a_defender_closes_its_runners_and_refuses_to_run_after():
     with Defender(BUNDLE, TINY) as defender:
         unet = defender.unet
         assert defender(images).labels.shape == (1,)
-    assert defender.closed and unet.session is None
+    runners = [*unet.folded.values(), unet.general]
+    assert defender.closed and all(runner.session is None for runner in runners if runner is not None)
     defender.close()  # twice is fine
-    with pytest.raises(BackendError, match="This Defender was closed, so it cannot run unet.onnx"):
+    with pytest.raises(
+        BackendError, match="This Defender was closed, so it cannot run its unet \\(t=14: unet_t14.onnx"
+    ):
         defender(images)

@@ -327,10 +327,11 @@ def test_initial_latents_go_to_the_first_candidates(defender, batch, k, dtype):
     """Starting candidates at the latents they would have been drawn at changes nothing, bit for bit; starting them
     elsewhere changes the answer (so the latents are used, and in the right slots)."""
     images = SAMPLES[4 : 4 + batch]
-    drawn = defender.start_latents(images, draw(CHEAP, batch).latents)[:, :k]
+    every = defender.start_latents(images, draw(CHEAP, batch).latents)
     plain = defender(images)
-    assert same_bits(plain, defender(images, initial_latents=drawn.astype(dtype)))
-    moved = defender(images, initial_latents=drawn + 1.0)
+    assert same_bits(plain, defender(images, initial_latents=every[:, :k].astype(dtype)))
+    # All candidates moved: moving only the first k may leave the winning candidate, and so the answer, unchanged.
+    moved = defender(images, initial_latents=every + 1.0)
     assert moved.reconstructions.tobytes() != plain.reconstructions.tobytes()
 
 

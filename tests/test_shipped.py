@@ -10,7 +10,10 @@ from diffdefense import shipped
 
 DATASETS = ("mnist", "kmnist")
 MODELS = ("model_a", "model_b", "unet")
-EXPECTED = {f"{d}/{m}.{ext}" for d in DATASETS for m in MODELS for ext in ("safetensors", "json")}
+EXTRA_MODELS = {"mnist": ("unet_bn",)}  # the deployment-shaped (BatchNorm) U-Net behind the MNIST bundle
+EXPECTED = {
+    f"{d}/{m}.{ext}" for d in DATASETS for m in (*MODELS, *EXTRA_MODELS.get(d, ())) for ext in ("safetensors", "json")
+}
 
 
 def test_manifest_lists_every_shipped_model_and_record():

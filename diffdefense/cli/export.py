@@ -49,10 +49,9 @@ from diffdefense.cli.common import PRESET_NAMES, data_root_option, dataset_optio
 )
 @click.option(
     "--int8/--no-int8",
-    default=True,
-    show_default=True,
+    default=None,
     help="Also int8 versions of the folded graphs, calibrated on the defence's own U-Net inputs for the "
-    "calibration images (clean and FGSM-attacked).",
+    "calibration images (clean and FGSM-attacked). Default: with a BatchNorm U-Net, which alone is quantised.",
 )
 @data_root_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle folder.")
@@ -63,7 +62,10 @@ def export_command(dataset, preset, calibration_images, tensorrt, fp16, unet, fo
     from diffdefense.runtime.backends.tensorrt_engines import EngineBuildError, cached_engine
     from diffdefense.runtime.bundle import load_bundle
 
-    path = export_bundle(dataset, out, preset, data_root, calibration_images, unet, folded, int8)
+    try:
+        path = export_bundle(dataset, out, preset, data_root, calibration_images, unet, folded, int8)
+    except ValueError as err:  # settings the bundle cannot be made with (nothing is written then)
+        raise click.ClickException(str(err)) from err
     manifest = load_bundle(path).manifest  # loaded as the runtime will load it
     parity = manifest.parity
     click.echo(f"Bundle {path}: " + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()))
