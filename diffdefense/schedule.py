@@ -52,6 +52,18 @@ class NoiseSchedule:
         abar = self.alphas_cumprod[t]
         return np.sqrt(abar), np.sqrt(1.0 - abar)
 
+    def q_sample(self, x0, t, noise):
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise (formula 4 of Ho et al.), on numpy arrays or torch tensors
+        alike: t one timestep for all (an int), or one per image (N,) broadcast over x0's other axes."""
+        c0, c1 = self.q_sample_coefficients(np.asarray(t))
+        if np.ndim(t) == 0:
+            return float(c0) * x0 + float(c1) * noise
+        shape = (-1,) + (1,) * (x0.ndim - 1)
+        c0, c1 = c0.reshape(shape), c1.reshape(shape)
+        if hasattr(x0, "new_tensor"):  # a torch tensor: the coefficients in its dtype (the runtime has no torch)
+            c0, c1 = x0.new_tensor(c0), x0.new_tensor(c1)
+        return c0 * x0 + c1 * noise
+
     def posterior_step_coefficients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(a_t, b_t, s_t) of the ancestral DDPM step x_{t-1} = a_t x_t + b_t eps + s_t n (Algorithm 2).
 

@@ -40,8 +40,7 @@ def parity_inputs(dataset: str, data_root: Path | None, schedule) -> dict[str, d
     rng = np.random.default_rng(0)
     real = load_dataset(dataset, "test", data_root).subset(np.arange(16)).float_images()
     t = np.linspace(0, schedule.num_steps - 1, 16).astype(np.int64)
-    c0, c1 = schedule.q_sample_coefficients(t)
-    noised = c0[:, None, None, None] * (real * 2 - 1) + c1[:, None, None, None] * rng.standard_normal(real.shape)
+    noised = schedule.q_sample(real * 2 - 1, t, rng.standard_normal(real.shape))
     unet = {
         "random": {
             "x": rng.standard_normal((7, 1, 28, 28)).astype(np.float32),

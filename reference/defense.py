@@ -64,11 +64,6 @@ class ReferenceDefense:
         return ReferenceDefense(self.unet, self.schedule, settings)
 
     @property
-    def start_coefficients(self) -> tuple[float, float]:
-        """(c0, c1) of an image diffused to the chain's start level: x_s = c0 (2 x - 1) + c1 n."""
-        return tuple(float(c) for c in self.schedule.q_sample_coefficients(np.array(self.settings.start_step)))
-
-    @property
     def straight_through_gain(self) -> float:
         """d x_0 / d z with eps held constant: the product of the steps' a coefficients (a scalar)."""
         return float(np.prod(self.chain.a))
@@ -89,9 +84,8 @@ class ReferenceDefense:
         target = images.repeat_interleave(s.num_candidates, dim=0)  # (B R, 1, 28, 28), candidates of an image together
         z = torch.from_numpy(draws.latents.reshape(-1, *shape).copy()).to(images.dtype)
         if s.latent_init != "noise":  # a canvas diffused to the start level, x_s = c0 (2 x - 1) + c1 n: the input
-            c0, c1 = self.start_coefficients
             canvas = target if s.latent_init == "input" else 0.0  # or all background ('blank')
-            z = c0 * (2.0 * canvas - 1.0) + c1 * z
+            z = self.schedule.q_sample(2.0 * canvas - 1.0, s.start_step, z)
             z = z if differentiable else z.detach()
         z = z.requires_grad_(True) if not z.requires_grad else z
         adam = FunctionalAdam(s.adam_betas)
@@ -136,8 +130,9 @@ class ReferenceDefense:
     def refine(self, images: torch.Tensor, refine_noise: np.ndarray, track_unet: bool = False) -> torch.Tensor:
         """settings.refine's pass: images (B, 1, 28, 28) in [0, 1] diffused to the chain's start level with
         refine_noise[0], then the T* steps with refine_noise[1:], mapped back by 'clip'."""
-        c0, c1 = self.start_coefficients
-        z = c0 * (2.0 * images - 1.0) + c1 * torch.from_numpy(refine_noise[0]).to(images.dtype)
+        z = self.schedule.q_sample(
+            2.0 * images - 1.0, self.settings.start_step, torch.from_numpy(refine_noise[0]).to(images.dtype)
+        )
         return to_image(self.run_chain(z, refine_noise[1:], track_unet=track_unet), "clip")
 
 

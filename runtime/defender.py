@@ -125,10 +125,8 @@ class Defender:
                 "carry; export it again with tools/export.py, or use gradient='straight-through'."
             )
         self.settings = settings
-        schedule = manifest.schedule()
+        self.schedule = schedule = manifest.schedule()
         self.chain = reverse_chain(schedule, settings.start_step, settings.num_steps, settings.eta)
-        # latent_init 'input' and 'blank': z = c0 (2 x - 1) + c1 n, a canvas x diffused to the chain's start level
-        self.start_coefficients = tuple(float(c) for c in schedule.q_sample_coefficients(np.array(settings.start_step)))
         self.gain = float(np.prod(self.chain.a))
         # Python floats: numpy float64 scalars would promote the float32 arrays to float64 (NEP 50).
         self.coefficients = [
@@ -201,9 +199,8 @@ class Defender:
         background, 0 ('blank')."""
         if self.settings.latent_init == "noise":
             return noise
-        c0, c1 = self.start_coefficients
         canvas = images[:, None] if self.settings.latent_init == "input" else 0.0
-        return c0 * (2.0 * canvas - 1.0) + c1 * noise
+        return self.schedule.q_sample(2.0 * canvas - 1.0, self.settings.start_step, noise)
 
     def reconstruct(
         self,
@@ -277,8 +274,7 @@ class Defender:
         """settings.refine's pass, on the host whatever the loop ran on (T* U-Net calls on B images): images
         (B, 1, 28, 28) diffused to the chain's start level with refine_noise[0], the T* steps with refine_noise[1:],
         and the output mapped by 'clip'."""
-        c0, c1 = self.start_coefficients
-        z = (c0 * (2.0 * images - 1.0) + c1 * refine_noise[0]).astype(np.float32)
+        z = self.schedule.q_sample(2.0 * images - 1.0, self.settings.start_step, refine_noise[0]).astype(np.float32)
         timesteps = [np.full(len(images), t, dtype=np.int64) for t in self.chain.timesteps]
         x, _ = self.run_chain(z, refine_noise[1:], timesteps)
         return unit_to_image((x + 1.0) * 0.5, "clip").astype(np.float32)

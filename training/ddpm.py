@@ -20,8 +20,7 @@ def to_image_range(x: torch.Tensor) -> torch.Tensor:
 
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise (Ho et al., formula 4), per image's timestep t (N,)."""
-    c0, c1 = (torch.as_tensor(c, dtype=x0.dtype) for c in schedule.q_sample_coefficients(t.numpy()))
-    return c0[:, None, None, None] * x0 + c1[:, None, None, None] * noise
+    return schedule.q_sample(x0, t.numpy(), noise)
 
 
 def random_noising(
