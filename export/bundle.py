@@ -21,6 +21,7 @@ import torch
 from diffdefense import __version__, shipped
 from diffdefense.checksums import sha256_of
 from diffdefense.data import dataset_labels, load_dataset
+from diffdefense.detection_threshold import TARGET_FALSE_POSITIVE_RATE, clean_threshold
 from diffdefense.export.onnx_export import export_classifier, export_unet, max_abs_error
 from diffdefense.export.quantize import quantize_timestep_graphs
 from diffdefense.export.timestep_graphs import export_timestep_graphs, used_timesteps
@@ -72,11 +73,15 @@ def default_unet(dataset: str) -> str:
 
 
 def calibrate_threshold(
-    bundle_dir: Path, dataset: str, count: int, data_root: Path | None, seed: int = 0, target_fpr: float = 0.05
+    bundle_dir: Path,
+    dataset: str,
+    count: int,
+    data_root: Path | None,
+    seed: int = 0,
+    target_fpr: float = TARGET_FALSE_POSITIVE_RATE,
 ) -> DetectionRecord:
     """The runtime's own reconstruction errors on clean *training-split* images (never test images) under the
     bundle's default settings; the threshold flags the top target_fpr of them."""
-    from diffdefense.reference.detection import clean_threshold
     from diffdefense.runtime.defender import Defender
 
     train = load_dataset(dataset, "train", data_root)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from diffdefense.detection_threshold import TARGET_FALSE_POSITIVE_RATE, clean_threshold
+
 
 @dataclass(frozen=True)
 class DetectionResult:
@@ -21,14 +23,11 @@ class DetectionResult:
     tpr: np.ndarray
 
 
-def clean_threshold(clean_scores: np.ndarray, target_fpr: float = 0.05) -> float:
-    if not 0 < target_fpr < 1:
-        raise ValueError(f"Expected a target false-positive rate in (0, 1), but got {target_fpr}.")
-    return float(np.quantile(np.asarray(clean_scores, np.float64), 1 - target_fpr))
-
-
 def evaluate_detection(
-    clean_scores: np.ndarray, adversarial_scores: np.ndarray, target_fpr: float = 0.05, threshold: float | None = None
+    clean_scores: np.ndarray,
+    adversarial_scores: np.ndarray,
+    target_fpr: float = TARGET_FALSE_POSITIVE_RATE,
+    threshold: float | None = None,
 ) -> DetectionResult:
     """Scores are reconstruction errors (higher: more likely attacked). Pass ``threshold`` set on a separate
     clean calibration set to keep the false-positive rate honest; otherwise it is set on ``clean_scores``."""

@@ -13,13 +13,14 @@ cv2 = pytest.importorskip("cv2", reason="OpenCV (the [video] extra) is not insta
 from click.testing import CliRunner  # noqa: E402
 
 from diffdefense.cli import main  # noqa: E402
+from diffdefense.detection_threshold import clean_threshold  # noqa: E402
 from diffdefense.runtime.defender import Defender  # noqa: E402
 from diffdefense.runtime.stream import FrameReader, StreamError, defend_stream  # noqa: E402
 from diffdefense.runtime.stream import reader as reader_module  # noqa: E402
 from diffdefense.runtime.stream.annotate import AnnotatedVideoWriter  # noqa: E402
 from diffdefense.runtime.stream.frame_queue import FrameQueue, QueueClosed  # noqa: E402
 from diffdefense.runtime.stream.frames import FramePreprocessor  # noqa: E402
-from diffdefense.runtime.stream.summary import FrameLog, calibrated_threshold, format_summary, summarize  # noqa: E402
+from diffdefense.runtime.stream.summary import FrameLog, format_summary, summarize  # noqa: E402
 from diffdefense.runtime.stream.warm_start import WarmStart  # noqa: E402
 from diffdefense.settings import PRESETS  # noqa: E402
 from diffdefense.shipped import SAMPLES_DIR, bundle_dir  # noqa: E402
@@ -263,7 +264,7 @@ def test_the_frame_log_summarises_as_the_results_do_without_keeping_frames(video
 
 def test_calibrated_threshold_flags_five_percent():
     errors = np.linspace(0, 1, 101)
-    assert calibrated_threshold(errors) == pytest.approx(0.95)
+    assert clean_threshold(errors) == pytest.approx(0.95)
 
 
 def test_the_stream_command_reports_json_and_truth(video, tmp_path):

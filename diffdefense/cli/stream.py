@@ -70,13 +70,13 @@ def stream_command(
 
     Exit codes: 0 done (the stream ended or --max-frames was reached), 1 bad input or a source that cannot be
     opened or stalls, 2 bad usage."""
+    from diffdefense.detection_threshold import clean_threshold
     from diffdefense.runtime.stream import (
         AnnotatedVideoWriter,
         FrameLog,
         FrameReader,
         StreamError,
         WarmStart,
-        calibrated_threshold,
         defend_stream,
         format_summary,
         summarize,
@@ -121,7 +121,7 @@ def stream_command(
         out_video=str(out_video) if out_video else None,
     )
     if calibrate and results:
-        summary["calibrated_threshold"] = calibrated_threshold([r.reconstruction_error for r in results])
+        summary["calibrated_threshold"] = clean_threshold([r.reconstruction_error for r in results])
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 
 

@@ -19,7 +19,7 @@ from diffdefense.runtime.stream.frame_queue import FrameQueue, QueueClosed
 from diffdefense.runtime.stream.frames import FramePreprocessor, defend_frames
 from diffdefense.runtime.stream.loop import FrameResult, defend_stream
 from diffdefense.runtime.stream.reader import FrameReader
-from diffdefense.runtime.stream.summary import FrameLog, calibrated_threshold, check_truth, format_summary, summarize
+from diffdefense.runtime.stream.summary import FrameLog, check_truth, format_summary, summarize
 from diffdefense.runtime.stream.warm_start import WarmStart
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "QueueClosed",
     "StreamError",
     "WarmStart",
-    "calibrated_threshold",
     "check_truth",
     "defend_frames",
     "defend_stream",

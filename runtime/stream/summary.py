@@ -9,10 +9,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from diffdefense.detection_threshold import TARGET_FALSE_POSITIVE_RATE
+
 STAGES = ("wait", "preprocess", "defence", "classify", "total", "latency")  # as FrameResult.timings names them
 PERCENTILES = (50, 95, 99)
 SHOWN_STAGES = {"preprocess": "preprocess", "defence": "defence", "latency": "capture to answer"}
-CLEAN_FLAG_RATE = 0.05  # as the evaluation's detection threshold: 5% false positives on clean inputs
 
 
 class FrameRecord(NamedTuple):
@@ -56,11 +57,6 @@ class FrameLog:
                 bool(c["warm"][k]),
                 timings,
             )
-
-
-def calibrated_threshold(clean_errors) -> float:
-    """The reconstruction error that flags CLEAN_FLAG_RATE of clean inputs (from this camera, these settings)."""
-    return float(np.quantile(np.asarray(clean_errors, dtype=np.float64), 1.0 - CLEAN_FLAG_RATE))
 
 
 def check_truth(truth) -> list[dict]:
@@ -166,5 +162,6 @@ def format_summary(summary: dict) -> str:
             f"flagged {100 * row['flag_rate']:.1f}%"
         )
     if "calibrated_threshold" in summary:
-        lines.append(f"calibrated threshold (flags 5% of these frames): {summary['calibrated_threshold']:.5f}")
+        rate = f"{100 * TARGET_FALSE_POSITIVE_RATE:g}%"
+        lines.append(f"calibrated threshold (flags {rate} of these frames): {summary['calibrated_threshold']:.5f}")
     return "\n".join(lines)
