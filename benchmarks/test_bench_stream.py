@@ -66,8 +66,8 @@ def test_stream_latency(benchmark, video, mode):
         dropped=summary["dropped"],
         paced=reader.pace,
         most_waiting=reader.queue.most_waiting,
-        **{f"{stage}_ms_{q}": ms[stage][q] for stage in ("defence", "total", "latency") for q in ("p50", "p95")},
-        latency_over_defence_p50=ms["latency"]["p50"] / ms["defence"]["p50"],
+        **{f"{stage}_ms_{q}": ms[stage][q] for stage in ("defense", "total", "latency") for q in ("p50", "p95")},
+        latency_over_defense_p50=ms["latency"]["p50"] / ms["defense"]["p50"],
     )
     if MODES[mode]:
         assert reader.queue.most_waiting == 1

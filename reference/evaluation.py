@@ -156,8 +156,8 @@ def run_evaluation(
     attacks_cache.pin("classifiers", classifier_checksums(config.dataset))
     settings_id = hashlib.sha256(json.dumps(config.settings.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
     # Reconstructions depend on the U-Net too; the GroupNorm net keeps the folder name it had before the choice.
-    defence_id = settings_id if config.unet == "unet" else f"{config.unet}-{settings_id}"
-    cache = ArrayCache(out_dir / "cache" / f"defence-{defence_id}", {**inputs, "settings": config.settings.to_dict()})
+    defense_id = settings_id if config.unet == "unet" else f"{config.unet}-{settings_id}"
+    cache = ArrayCache(out_dir / "cache" / f"defense-{defense_id}", {**inputs, "settings": config.settings.to_dict()})
     images, labels = (t.numpy() for t in test.subset(indices).as_tensors())
     model_a, model_b = load_classifier(config.dataset, "model_a"), load_classifier(config.dataset, "model_b")
     unet, schedule = load_unet(config.dataset, name=config.unet)

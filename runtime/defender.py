@@ -40,7 +40,7 @@ class DefenseResult:
     reconstruction_error (B,): mean squared error of the best candidate (the detection score; with settings.refine,
         its fit before the refining pass, so not the distance of the reconstructions returned);
     attack_flag (B,) bool: error above the threshold (all False when no threshold is set);
-    timings: seconds for 'defence', 'classify' and 'total' of this batch."""
+    timings: seconds for 'defense', 'classify' and 'total' of this batch."""
 
     labels: np.ndarray
     label_names: list[str]
@@ -388,7 +388,7 @@ class Defender:
             reconstruction_error=errors,
             attack_flag=flags,
             threshold=self.threshold,
-            timings={"defence": defended - start, "classify": done - defended, "total": done - start},
+            timings={"defense": defended - start, "classify": done - defended, "total": done - start},
             step_ops=self.step_ops_name,
             device_loop=self.device_loop is not None,
             latents=reconstruction.latents,

@@ -81,7 +81,7 @@ def test_detection_refuses_empty_or_nan_scores(clean, adversarial):
 
 
 @pytest.mark.parametrize(("gradient", "attack"), [("bpda", "PGD"), ("true", "EOTPGD")])
-def test_torchattacks_can_attack_through_the_defence(parts, gradient, attack):
+def test_torchattacks_can_attack_through_the_defense(parts, gradient, attack):
     torchattacks = pytest.importorskip("torchattacks", reason="install it with tools/install.sh")
     classifier, defense = parts
     model = DefendedClassifier(classifier, defense, gradient, randomize=attack == "EOTPGD")

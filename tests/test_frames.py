@@ -95,8 +95,8 @@ def test_defend_frames_takes_one_frame_or_a_batch_and_times_the_preprocessing(di
     batch = defend_frames(defender, frames, steps)
     one = defend_frames(defender, frames[0], steps)
     assert batch.labels.shape == (4,) and one.labels.shape == (1,)
-    assert set(batch.timings) >= {"preprocess", "defence", "classify", "total"}
-    assert batch.timings["total"] >= batch.timings["preprocess"] + batch.timings["defence"]
+    assert set(batch.timings) >= {"preprocess", "defense", "classify", "total"}
+    assert batch.timings["total"] >= batch.timings["preprocess"] + batch.timings["defense"]
     # the same pipeline as defending the preprocessed images directly
     direct = defender(steps.batch(frames))
     np.testing.assert_array_equal(batch.reconstructions, direct.reconstructions)

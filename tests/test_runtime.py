@@ -100,7 +100,7 @@ def test_result_fields_and_seeding(exported_bundle, images):
     one, two = defender(images), defender(images)
     assert one.labels.shape == (4,) and one.probabilities.shape == (4, 10)
     np.testing.assert_allclose(one.probabilities.sum(axis=1), 1.0, rtol=1e-6)
-    assert one.attack_flag.all() and set(one.timings) == {"defence", "classify", "total"}
+    assert one.attack_flag.all() and set(one.timings) == {"defense", "classify", "total"}
     np.testing.assert_array_equal(one.reconstructions, two.reconstructions)
     other = Defender(exported_bundle.path, FAST.with_(seed=1))(images)
     assert not np.array_equal(one.reconstructions, other.reconstructions)

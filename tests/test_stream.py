@@ -210,16 +210,16 @@ def test_defend_stream_gives_every_frame_with_stage_timings(video, defender):
         results = list(defend_stream(defender, reader, STEPS, max_frames=4))
     assert [r.index for r in results] == [0, 1, 2, 3]
     for r in results:
-        assert {"wait", "preprocess", "defence", "classify", "latency"} <= set(r.timings)
+        assert {"wait", "preprocess", "defense", "classify", "latency"} <= set(r.timings)
         assert r.label_name == str(r.label) and 0 <= r.probability <= 1 and not r.warm
         assert r.reconstruction.shape == (28, 28)
     summary = summarize(results, 1.0, truth=json.loads(video.with_suffix(".json").read_text()))
     assert summary["frames"] == 4 and summary["truth"]["clean"]["frames"] == 4
-    for stage in ("defence", "latency"):  # the defence's own time, and each frame's from capture to answer
+    for stage in ("defense", "latency"):  # the defence's own time, and each frame's from capture to answer
         ms = summary["ms"][stage]
         assert set(ms) == {"p50", "p95", "p99", "mean"} and ms["p50"] <= ms["p95"] <= ms["p99"]
     text = format_summary(summary)
-    assert "defence p50" in text and "capture to answer p50" in text and "p95" in text
+    assert "defense p50" in text and "capture to answer p50" in text and "p95" in text
 
 
 def test_warm_start_carries_the_winner_and_falls_back_to_cold_after_a_scene_change(video, defender):
@@ -277,7 +277,7 @@ def test_the_stream_command_reports_json_and_truth(video, tmp_path):
     summary = json.loads(result.output)
     assert summary["frames"] == 3 and summary["warm_frames"] == 2 and "calibrated_threshold" in summary
     assert summary["mode"] == "every-frame" and summary["paced"] is False
-    assert {"p50", "p95"} <= set(summary["ms"]["defence"]) and {"p50", "p95"} <= set(summary["ms"]["latency"])
+    assert {"p50", "p95"} <= set(summary["ms"]["defense"]) and {"p50", "p95"} <= set(summary["ms"]["latency"])
     assert summary["truth"]["clean"]["frames"] == 3 and out.is_file()
 
 

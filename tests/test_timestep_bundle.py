@@ -50,7 +50,7 @@ def test_the_manifest_records_each_timesteps_graphs_and_their_errors(folded_bund
     assert json.loads((folded_bundle / "manifest.json").read_text()) == manifest.to_json()
 
 
-def test_folded_graphs_give_the_general_graphs_defence(folded_bundle):
+def test_folded_graphs_give_the_general_graphs_defense(folded_bundle):
     from diffdefense.runtime.defender import Defender
 
     images = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)

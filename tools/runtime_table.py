@@ -100,7 +100,7 @@ def main(report: Path, batch_size: int, bundle, precision, unet_graphs, attack_c
         "unet_graphs": defender.unet_graphs,
         "step_ops": defender.step_ops_name,
         "detection_auroc": aurocs,
-        "defence_seconds_per_image": timing,
+        "defense_seconds_per_image": timing,
         "accuracy": table,
         "largest_gap_points": round(100 * gap, 2),
         "clipped_to_unit_range_max_abs": clipped,

@@ -103,7 +103,7 @@ def soak(
         for result in defend_stream(defender, reader, preprocessor, WarmStart(iterations=warm_iterations)):
             if writer:
                 writer.write(result)
-            latency[count] = result.timings["latency"], result.timings["defence"]
+            latency[count] = result.timings["latency"], result.timings["defense"]
             if count == 0:
                 first = result
             count += 1
@@ -144,7 +144,7 @@ def soak(
                 "p50": round(1000 * float(np.median(latency[:count, k])), 2),
                 "p99": round(1000 * float(np.percentile(latency[:count, k], 99)), 2),
             }
-            for k, stage in enumerate(("latency", "defence"))
+            for k, stage in enumerate(("latency", "defense"))
         },
         "settings": settings.to_dict(),
         "unet_evaluations_per_cold_frame": settings.unet_evaluations,

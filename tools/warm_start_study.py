@@ -43,8 +43,8 @@ def run_configuration(bundle: Path, settings, video: Path, preprocessor, iterati
         "start": "warm" if warm else "cold",
         "iterations": iterations,
         "unet_evaluations_per_frame": evaluations / len(results),
-        "defence_ms_p50": summary["ms"]["defence"]["p50"],
-        "defence_ms_mean": summary["ms"]["defence"]["mean"],
+        "defense_ms_p50": summary["ms"]["defense"]["p50"],
+        "defense_ms_mean": summary["ms"]["defense"]["mean"],
         "median_error": float(np.median([r.reconstruction_error for r in results])),
         **summary["truth"],
     }
@@ -88,16 +88,16 @@ def main(video, truth, dataset, preset, cold_iterations, warm_iterations, out) -
         rows.append(row)
         click.echo(
             f"{row['start']:>4} L={iterations}: {row['unet_evaluations_per_frame']:.0f} U-Net evaluations per frame, "
-            f"defence p50 {row['defence_ms_p50']:.0f} ms; clean accuracy {100 * row['clean']['accuracy']:.1f}%, "
+            f"defence p50 {row['defense_ms_p50']:.0f} ms; clean accuracy {100 * row['clean']['accuracy']:.1f}%, "
             f"attacked {100 * row['attacked']['accuracy']:.1f}%, error AUROC {row.get('error_auroc', float('nan')):.3f}"
         )
-    no_defence = undefended_accuracy(bundle_dir(dataset), video, preprocessor, truth_data)
+    no_defense = undefended_accuracy(bundle_dir(dataset), video, preprocessor, truth_data)
     click.echo(
-        f"no defence: clean accuracy {100 * no_defence['clean']['accuracy']:.1f}%, "
-        f"attacked {100 * no_defence['attacked']['accuracy']:.1f}%"
+        f"no defence: clean accuracy {100 * no_defense['clean']['accuracy']:.1f}%, "
+        f"attacked {100 * no_defense['attacked']['accuracy']:.1f}%"
     )
     record = {
-        "no_defence": no_defence,
+        "no_defense": no_defense,
         "video": str(video),
         "video_command": truth_data.get("command"),
         "dataset": dataset,

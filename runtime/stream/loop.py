@@ -15,7 +15,7 @@ from diffdefense.runtime.stream.warm_start import WarmStart
 
 @dataclass(frozen=True)
 class FrameResult:
-    """One frame's answer. timings in seconds: 'wait' (for the frame), 'preprocess', 'defence', 'classify', 'total'
+    """One frame's answer. timings in seconds: 'wait' (for the frame), 'preprocess', 'defense', 'classify', 'total'
     (the three together), and 'latency' from the frame's capture (as the reader stamps it) to its answer, any wait
     in the queue included. warm: started from the previous frame."""
 

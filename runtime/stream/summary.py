@@ -11,9 +11,9 @@ import numpy as np
 
 from diffdefense.detection_threshold import TARGET_FALSE_POSITIVE_RATE
 
-STAGES = ("wait", "preprocess", "defence", "classify", "total", "latency")  # as FrameResult.timings names them
+STAGES = ("wait", "preprocess", "defense", "classify", "total", "latency")  # as FrameResult.timings names them
 PERCENTILES = (50, 95, 99)
-SHOWN_STAGES = {"preprocess": "preprocess", "defence": "defence", "latency": "capture to answer"}
+SHOWN_STAGES = {"preprocess": "preprocess", "defense": "defense", "latency": "capture to answer"}
 
 
 class FrameRecord(NamedTuple):
@@ -83,7 +83,7 @@ def check_truth(truth) -> list[dict]:
 def summarize(results: list, wall_seconds: float, dropped: int = 0, truth: dict | None = None) -> dict:
     """results: FrameResults (or anything with their fields); truth: {'frames': [{'label', 'attacked'}, ...]},
     checked by check_truth. summary['ms'][stage] holds p50, p95, p99 and mean milliseconds of each stage a frame
-    has: 'defence' is the defence's own time, 'latency' a frame's time from capture to answer."""
+    has: 'defense' is the defence's own time, 'latency' a frame's time from capture to answer."""
     frames = check_truth(truth) if truth is not None else None
     if not results:
         return {"frames": 0, "dropped": dropped, "wall_s": wall_seconds}
