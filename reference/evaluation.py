@@ -12,7 +12,7 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,31 +21,13 @@ from tqdm import tqdm
 
 from diffdefense import shipped
 from diffdefense.data import load_dataset
+from diffdefense.evaluation_config import EvaluationConfig
 from diffdefense.reference.adaptive import AdaptiveBudget, adaptive_budgets, run_adaptive
 from diffdefense.reference.attacks import ATTACKS, run_attack
 from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.reference.detection import evaluate_detection
-from diffdefense.settings import DefenseSettings
 from diffdefense.training.loading import load_classifier, load_unet
 from diffdefense.training.shipping import model_file
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    dataset: str = "mnist"
-    num_images: int = 1000
-    seed: int = 0
-    attacks: tuple[str, ...] = ("FGSM", "PGD", "DeepFool", "Square", "AutoAttack", "EAD")
-    black_box: bool = True
-    batch_size: int = 50
-    settings: DefenseSettings = field(default_factory=DefenseSettings)
-    preset: str = "custom"
-    unet: str = "unet"  # the shipped noise predictor: 'unet' (GroupNorm) or 'unet_bn' (the deployment shape)
-    adaptive_images: int = 0  # the first N of the chosen images; 0 skips the adaptive attacks
-    adaptive_eps: tuple[float, ...] = (0.3, 0.1)
-    adaptive_steps: int = 20
-    adaptive_gradients: tuple[str, ...] = ("bpda", "true")  # BPDA-PGD and true-gradient EOT-PGD
-    eot_iter: int = 4
 
 
 class ArrayCache:

@@ -13,30 +13,40 @@ from diffdefense.cli.common import (
     main,
     seed_option,
 )
+from diffdefense.evaluation_config import EvaluationConfig
+
+DEFAULTS = EvaluationConfig()  # the options' defaults are the config's own
 
 
 @main.command("evaluate")
 @dataset_option
 @click.option("--preset", type=click.Choice(sorted(PRESET_NAMES)), default="paper", show_default=True)
-@click.option("-n", "--num-images", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("-n", "--num-images", type=click.IntRange(min=1), default=DEFAULTS.num_images, show_default=True)
 @click.option(
     "--unet",
     type=click.Choice(["unet", "unet_bn"]),
-    default="unet",
+    default=DEFAULTS.unet,
     show_default=True,
     help="The shipped noise predictor: GroupNorm ('unet') or BatchNorm folded at export ('unet_bn').",
 )
-@click.option("--attack", "attacks", multiple=True, help="Attack to run (repeat); default: the paper's six.")
-@click.option("--black-box/--no-black-box", default=True, show_default=True, help="Also transfer from Model B.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--attack",
+    "attacks",
+    multiple=True,
+    help=f"Attack to run (repeat); default: the paper's six, {', '.join(DEFAULTS.attacks)}.",
+)
+@click.option(
+    "--black-box/--no-black-box", default=DEFAULTS.black_box, show_default=True, help="Also transfer from Model B."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True)
 @click.option(
     "--adaptive-images",
     type=click.IntRange(min=0),
-    default=0,
+    default=DEFAULTS.adaptive_images,
     show_default=True,
     help="Run BPDA-PGD and true-gradient EOT-PGD through the defence on the first N images (0: skip).",
 )
-@click.option("--adaptive-steps", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--adaptive-steps", type=click.IntRange(min=1), default=DEFAULTS.adaptive_steps, show_default=True)
 @click.option(
     "--adaptive-gradient",
     "adaptive_gradients",
@@ -44,7 +54,7 @@ from diffdefense.cli.common import (
     multiple=True,
     help="Which adaptive attacks to run (repeat); default both. The true gradient costs far more.",
 )
-@click.option("--eot-iter", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--eot-iter", type=click.IntRange(min=1), default=DEFAULTS.eot_iter, show_default=True)
 @seed_option
 @data_root_option
 @click.option(
@@ -83,7 +93,7 @@ def evaluate_command(
     replace,
 ) -> None:
     """Attack the classifier, defend, and write a report (JSON, markdown table, ROC curves, example grids)."""
-    from diffdefense.reference.evaluation import EvaluationConfig, rows_a_run_would_drop, run_evaluation
+    from diffdefense.reference.evaluation import rows_a_run_would_drop, run_evaluation
     from diffdefense.reference.report import write_report
     from diffdefense.settings import PRESETS
 
