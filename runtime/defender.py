@@ -86,6 +86,9 @@ class Defender:
         takes t, float32 only), or 'auto' (folded where the bundle has the timestep, general elsewhere). None: 'auto'
         in float32 (both graphs compute the same function, to float rounding), 'folded' in int8 (never a silent
         change of precision), 'general' with the device loop (which binds the general graph's inputs).
+    max_batch, memory_budget: how every call cuts a large batch into chunks (runtime/chunking.py): at most max_batch
+        images per chunk, and chunks that fit memory_budget bytes of working memory (None: 1 GiB). A call's own
+        arguments of the same names take precedence. The results never depend on them, bit for bit.
 
     A Defender owns its sessions (or engines): close() releases them, as does leaving a `with Defender(...)` block;
     a closed Defender refuses to run with a BackendError.
@@ -105,6 +108,8 @@ class Defender:
         backend: BackendOptions | None = None,
         precision: str = "float32",
         unet_graphs: str | None = None,
+        max_batch: int | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         self.closed = False
         keywords = {"provider": provider, "threads": threads, "fp16": fp16, "step_ops": step_ops}
@@ -133,6 +138,8 @@ class Defender:
             (float(a), float(b), float(s)) for a, b, s in zip(self.chain.a, self.chain.b, self.chain.s, strict=True)
         ]
         self.image_shape = manifest.image_shape
+        images_per_chunk(settings, self.image_shape, max_batch, memory_budget)  # refuses bad values now
+        self.max_batch, self.memory_budget = max_batch, memory_budget
         self.label_names = list(manifest.labels)
         if threshold is not None and not (
             isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and 0.0 <= threshold < math.inf
@@ -228,6 +235,7 @@ class Defender:
         if initial_latents is not None:  # before drawing anything
             initial_latents = self._check_latents(initial_latents, batch)
         s = self.settings if iterations is None else self.settings.with_(iterations=iterations)
+        max_batch, memory_budget = self._chunking(max_batch, memory_budget)
         bounds = chunk_bounds(batch, images_per_chunk(s, self.image_shape, max_batch, memory_budget))
         parts = [
             self._reconstruct_chunk(
@@ -349,6 +357,13 @@ class Defender:
             grad = a * grad + b * self.unet_vjp.run(chain_inputs[i], timesteps[i], grad)
         return grad
 
+    def _chunking(self, max_batch: int | None, memory_budget: int | None) -> tuple[int | None, int | None]:
+        """A call's max_batch and memory_budget, else the Defender's."""
+        return (
+            self.max_batch if max_batch is None else max_batch,
+            self.memory_budget if memory_budget is None else memory_budget,
+        )
+
     def __call__(
         self,
         images: np.ndarray,
@@ -368,7 +383,7 @@ class Defender:
         )
         reconstructions, errors = reconstruction.images, reconstruction.errors
         defended = time.perf_counter()
-        size = images_per_chunk(self.settings, self.image_shape, max_batch, memory_budget)
+        size = images_per_chunk(self.settings, self.image_shape, *self._chunking(max_batch, memory_budget))
         logits = [self.classifier.run(reconstructions[k : k + size]) for k in range(0, len(reconstructions), size)]
         probabilities = softmax(np.concatenate(logits).astype(np.float64))
         done = time.perf_counter()

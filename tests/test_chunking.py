@@ -74,6 +74,23 @@ def test_a_call_cut_in_chunks_gives_the_unchunked_results_bit_for_bit(images, se
             assert same_bits(getattr(chunked, field), getattr(whole, field)), f"{field} differs with {cut}"
 
 
+def test_a_defender_made_with_a_budget_cuts_every_call_and_a_call_may_override_it(images, monkeypatch):
+    import diffdefense.runtime.defender as defender_module
+
+    sizes = []
+    real = defender_module.chunk_bounds
+    monkeypatch.setattr(defender_module, "chunk_bounds", lambda n, size: sizes.append(size) or real(n, size))
+    whole = Defender(bundle_dir("mnist"), CHEAP)(images)
+    chunked = Defender(bundle_dir("mnist"), CHEAP, max_batch=2)
+    by_budget = Defender(bundle_dir("mnist"), CHEAP, memory_budget=1)
+    sizes.clear()
+    results = [chunked(images), by_budget(images), chunked(images, max_batch=5)]
+    assert sizes == [2, 1, 5]
+    for result in results:
+        for field in FIELDS:
+            assert same_bits(getattr(result, field), getattr(whole, field)), field
+
+
 def test_the_chunk_size_follows_the_budget_and_max_batch():
     per_image = CHEAP.num_candidates * candidate_bytes(CHEAP, IMAGE)
     assert images_per_chunk(CHEAP, IMAGE, memory_budget=5 * per_image) == 5
@@ -105,3 +122,5 @@ def test_a_bad_max_batch_or_memory_budget_is_refused_before_any_work(images, arg
     defender = Defender(bundle_dir("mnist"), CHEAP)
     with pytest.raises(ValueError, match=re.escape(message)):
         defender(images, **arguments)
+    with pytest.raises(ValueError, match=re.escape(message)):  # and by the constructor, before any session
+        Defender(bundle_dir("mnist"), CHEAP, **arguments)
