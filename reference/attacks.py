@@ -27,18 +27,42 @@ class AttackSpec:
     build: Callable[[nn.Module, int], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None
 
 
-def _pgd_with_restarts(model: nn.Module, seed: int) -> torchattacks.attack.Attack:
+def _pgd_with_restarts(model: nn.Module, steps: int = 20, restarts: int = 5) -> torchattacks.attack.Attack:
     # torchattacks' PGD has no restarts: MultiAttack runs each restart on the images still classified right.
     return torchattacks.MultiAttack(
-        [torchattacks.PGD(model, eps=EPS, alpha=0.01, steps=20, random_start=True) for _ in range(5)]
+        [torchattacks.PGD(model, eps=EPS, alpha=0.01, steps=steps, random_start=True) for _ in range(restarts)]
     )
+
+
+def _apgd(model: nn.Module, seed: int, loss: str) -> torchattacks.attack.Attack:
+    """AutoAttack's APGD with one loss (cross-entropy or the DLR margin): step size adapted, 100 steps."""
+    return torchattacks.APGD(model, norm="Linf", eps=EPS, steps=100, n_restarts=1, loss=loss, seed=seed)
 
 
 ATTACKS: dict[str, AttackSpec] = {
     spec.name: spec
     for spec in [
         AttackSpec("FGSM", f"Linf {EPS}", {"eps": EPS}, lambda m, seed: torchattacks.FGSM(m, eps=EPS)),
-        AttackSpec("PGD", f"Linf {EPS}", {"eps": EPS, "alpha": 0.01, "steps": 20, "restarts": 5}, _pgd_with_restarts),
+        AttackSpec(
+            "PGD",
+            f"Linf {EPS}",
+            {"eps": EPS, "alpha": 0.01, "steps": 20, "restarts": 5},
+            lambda m, seed: _pgd_with_restarts(m),
+        ),
+        # The paper's PGD moves at most 20 x 0.01 = 0.2 from its random start: it cannot cross the 0.3 ball. These
+        # converge: enough steps to reach the ball's surface from anywhere in it, and AutoAttack's adaptive-step APGD.
+        AttackSpec(
+            "PGD-100x5",
+            f"Linf {EPS}",
+            {"eps": EPS, "alpha": 0.01, "steps": 100, "restarts": 5},
+            lambda m, seed: _pgd_with_restarts(m, steps=100),
+        ),
+        AttackSpec(
+            "APGD-CE", f"Linf {EPS}", {"eps": EPS, "steps": 100, "loss": "ce"}, lambda m, seed: _apgd(m, seed, "ce")
+        ),
+        AttackSpec(
+            "APGD-DLR", f"Linf {EPS}", {"eps": EPS, "steps": 100, "loss": "dlr"}, lambda m, seed: _apgd(m, seed, "dlr")
+        ),
         AttackSpec(
             "DeepFool",
             "L2, minimal",
