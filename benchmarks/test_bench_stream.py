@@ -20,13 +20,12 @@ cv2 = pytest.importorskip("cv2", reason="OpenCV (the [video] extra) is not insta
 
 from diffdefense.runtime.defender import Defender  # noqa: E402
 from diffdefense.runtime.stream import FramePreprocessor, FrameReader, defend_stream, summarize  # noqa: E402
+from diffdefense.runtime.stream.simulated_camera import FRAME_SIZE, ROI  # noqa: E402
 from diffdefense.shipped import SAMPLES_DIR, bundle_dir  # noqa: E402
 
 FPS = 30.0
 FRAMES_PER_DIGIT = 8  # 128 frames: 4.3 s at 30 fps
 EVERY_FRAME_LIMIT = 24  # frames defended when every frame is kept: the queue is full after the third
-FRAME_SIZE = (320, 240)  # width, height
-ROI = (118, 78, 84, 84)  # the digit's 28 x 28 pixels at 3x, as tools/make_video.py places them
 MODES = {"drop-oldest, paced at 30 fps": True, "every frame, read whole": False}  # mode -> drop_oldest
 
 

@@ -4,11 +4,17 @@ Every runtime and reference variant measured in the run, per batch size, in mill
 to the PyTorch reference on the same weights (eager and compiled), and the floors the run's matrix-product rates
 set: the U-Net's FLOPs per image at the float32 rate and at the int8 rate, the least time any backend of that
 precision could take on that CPU.
+
+    python tools/speedup_table.py benchmarks/results/defense_cpu.json
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+
+import click
 
 FLOAT32_PEAK = "sgemm float32"
 INT8_PEAK = "gemm int8"
@@ -100,3 +106,10 @@ def speedup_markdown(data: dict) -> str:
             f"| {cell(row.get('vs_compiled'), '.2f')} | {cell(row.get('floor_ms'), '.1f')} ms ({row['precision']}) |"
         )
     return "\n".join(lines) + "\n"
+
+
+@click.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def main(results: Path) -> None:
+    """Print the markdown table of RESULTS."""
+    click.echo(speedup_markdown(json.loads(results.read_text())))

@@ -1,4 +1,5 @@
-"""tools/probe_groupnorm_kernels.py: which GroupNorm kernels onnxruntime's CPU provider has."""
+"""diffdefense.export.groupnorm_kernels (tools/probe_groupnorm_kernels.py): which GroupNorm kernels onnxruntime's
+CPU provider has."""
 
 import json
 
@@ -6,11 +7,10 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 
-from tests.tool_loading import load_tool
+from diffdefense.export import groupnorm_kernels as tool
 
 
 def test_the_numpy_oracle_is_torchs_group_norm():
-    tool = load_tool("probe_groupnorm_kernels")
     rng = np.random.default_rng(0)
     x, gamma, beta = rng.standard_normal(tool.SHAPE), rng.standard_normal(tool.SHAPE[1]), rng.standard_normal(16)
     expected = torch.nn.functional.group_norm(
@@ -24,7 +24,7 @@ def test_the_numpy_oracle_is_torchs_group_norm():
 
 def test_every_candidate_either_runs_right_or_says_why_not(tmp_path):
     out = tmp_path / "kernels.json"
-    result = CliRunner().invoke(load_tool("probe_groupnorm_kernels").main, ["--out", str(out)])
+    result = CliRunner().invoke(tool.main, ["--out", str(out)])
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
     assert all(name.endswith(".h") for name in record["package_c_headers"])

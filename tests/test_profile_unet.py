@@ -1,4 +1,4 @@
-"""tools/profile_unet.py: onnxruntime's profile of the U-Net, per operator type."""
+"""diffdefense.export.unet_profile (tools/profile_unet.py): onnxruntime's profile of the U-Net, per operator type."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.tool_loading import load_tool
+from diffdefense.export import unet_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ def kernel(op: str, microseconds: float) -> dict:
 
 def test_kernel_time_is_summed_per_operator_and_divided_by_the_calls():
     events = [kernel("Conv", 600), kernel("Conv", 200), kernel("Mul", 200), {"cat": "Session", "name": "x", "dur": 9e9}]
-    rows = load_tool("profile_unet").op_time_shares(events, calls=2)
+    rows = unet_profile.op_time_shares(events, calls=2)
     assert [(r["op"], r["share"], r["ms_per_call"], r["nodes_per_call"]) for r in rows] == [
         ("Conv", 0.8, 0.4, 1.0),
         ("Mul", 0.2, 0.1, 0.5),
@@ -25,17 +25,16 @@ def test_kernel_time_is_summed_per_operator_and_divided_by_the_calls():
 
 
 def test_a_profile_without_kernels_or_calls_is_refused():
-    tool = load_tool("profile_unet")
     with pytest.raises(ValueError, match="kernel events"):
-        tool.op_time_shares([{"cat": "Session", "name": "model_run", "dur": 5}], calls=1)
+        unet_profile.op_time_shares([{"cat": "Session", "name": "model_run", "dur": 5}], calls=1)
     with pytest.raises(ValueError, match="at least one profiled call"):
-        tool.op_time_shares([kernel("Conv", 1)], calls=0)
+        unet_profile.op_time_shares([kernel("Conv", 1)], calls=0)
 
 
 def test_the_shipped_unet_profiles_with_its_convolutions_named(tmp_path):
     out = tmp_path / "profile.json"
     result = CliRunner().invoke(
-        load_tool("profile_unet").main,
+        unet_profile.main,
         [
             "--bundle",
             str(ROOT / "diffdefense/bundles/mnist"),

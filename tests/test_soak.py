@@ -1,11 +1,10 @@
-"""Long runs and load (issue 7): a short soak through the whole streaming path with its memory bound, and
+"""Long runs and load: a short soak through the whole streaming path with its memory bound, and
 several threads streaming at once, each through its own Defender or all through one. (Threads sharing one
 Defender on plain batches: tests/test_determinism.py.)
 
 The full soak, 20,000 frames: nice -n 10 python tools/soak.py --frames 20000 --out docs/results/soak_20000.json
 """
 
-import functools
 import json
 import subprocess
 import sys
@@ -19,21 +18,16 @@ import pytest
 pytest.importorskip("cv2", reason="OpenCV (the [video] extra) is not installed")
 
 from diffdefense.runtime.defender import Defender  # noqa: E402
-from diffdefense.runtime.stream import FrameReader, defend_stream  # noqa: E402
+from diffdefense.runtime.stream import FrameReader, defend_stream, simulated_camera  # noqa: E402
 from diffdefense.runtime.stream.frames import FramePreprocessor  # noqa: E402
+from diffdefense.runtime.stream.soak import soak  # noqa: E402
 from diffdefense.runtime.stream.warm_start import WarmStart  # noqa: E402
 from diffdefense.settings import PRESETS  # noqa: E402
 from diffdefense.shipped import bundle_dir  # noqa: E402
-from tests.tool_loading import load_tool  # noqa: E402
 
 SOAK = Path(__file__).resolve().parents[1] / "tools" / "soak.py"
 CHEAP = PRESETS["default"].with_(num_candidates=2, iterations=2)
 FIELDS = ("index", "label", "probability", "reconstruction_error", "warm")
-
-
-@functools.cache
-def load_soak():
-    return load_tool("soak")
 
 
 def test_a_short_soak_stays_within_its_memory_bound(tmp_path):
@@ -59,19 +53,18 @@ def test_a_short_soak_stays_within_its_memory_bound(tmp_path):
 
 def test_the_soak_fails_when_memory_grows_past_its_bound(monkeypatch):
     """The bound is enforced: a real leak of 1 MiB a frame (made here, in the camera) fails a bound of 20 MiB."""
-    soak = load_soak()
-    leak, render = [], soak.render_frame
-    monkeypatch.setattr(soak, "render_frame", lambda *args: leak.append(np.ones(1 << 18, np.float32)) or render(*args))
-    record = soak.soak(
-        frames=60, warmup=10, interval=10, max_growth_mb=20.0, candidates=1, iterations=1, warm_iterations=1
+    leak, render = [], simulated_camera.render_frame
+    monkeypatch.setattr(
+        simulated_camera, "render_frame", lambda *args: leak.append(np.ones(1 << 18, np.float32)) or render(*args)
     )
+    record = soak(frames=60, warmup=10, interval=10, max_growth_mb=20.0, candidates=1, iterations=1, warm_iterations=1)
     assert not record["ok"] and record["growth_mb"] > 40.0
 
 
 def stream_frames(defender: Defender, frames: int, seed: int, warm: bool) -> list[tuple]:
     """One synthetic camera streamed through defend_stream; the fields of every answer."""
-    camera = load_soak().SyntheticCamera(frames, seed=seed)
-    steps = FramePreprocessor(roi=(118, 78, 84, 84), invert=True, value_range="auto")
+    camera = simulated_camera.SyntheticCamera(frames, seed=seed)
+    steps = FramePreprocessor(**simulated_camera.PREPROCESSING)
     with FrameReader(camera, queue_size=2, drop_oldest=False, read_timeout=30.0) as reader:
         results = defend_stream(defender, reader, steps, WarmStart(iterations=1) if warm else None)
         return [tuple(getattr(r, f) for f in FIELDS) + (r.reconstruction.tobytes(),) for r in results]

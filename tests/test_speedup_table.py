@@ -4,8 +4,7 @@ import json
 
 from click.testing import CliRunner
 
-from diffdefense.speedup import measured_peaks, speedup_markdown, speedup_rows
-from tests.tool_loading import load_tool
+from diffdefense.speedup import main, measured_peaks, speedup_markdown, speedup_rows
 
 
 def bench(side: str, variant: str, batch_size: int, ms: float, **extra) -> dict:
@@ -72,7 +71,7 @@ def test_the_tool_prints_the_cpu_the_rates_and_the_rows(tmp_path):
     path = tmp_path / "b.json"
     data = {"machine_info": {"cpu": {"brand_raw": "CPU X"}}, "datetime": "now", "benchmarks": RUNS + PEAKS}
     path.write_text(json.dumps(data))
-    result = CliRunner().invoke(load_tool("speedup_table").main, [str(path)])
+    result = CliRunner().invoke(main, [str(path)])
     assert result.exit_code == 0, result.output
     assert result.output == speedup_markdown(data) + "\n"
     assert "CPU: CPU X" in result.output and "100.0 GFLOP/s (numpy, 2 threads)" in result.output

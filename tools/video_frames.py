@@ -1,39 +1,11 @@
-"""A contact sheet of frames from a video (e.g. the stream command's annotated output), for docs: the video itself
-is several MB and is made again by a command.
+"""A contact sheet of a video's frames.
 
     python tools/video_frames.py runs/video/annotated.mp4 --frames 10,30,50,70,90,110 --out docs/figures/stream_demo.png
+
+The logic is diffdefense.runtime.stream.contact_sheet.
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-
-import click
-import cv2
-import numpy as np
-
-
-@click.command()
-@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--frames", default="0,20,40,60", show_default=True, help="Frame indices, comma-separated.")
-@click.option("--columns", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def main(video: Path, frames: str, columns: int, out: Path) -> None:
-    capture = cv2.VideoCapture(str(video))
-    tiles = []
-    for index in (int(k) for k in frames.split(",")):
-        capture.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, frame = capture.read()
-        if not ok:
-            raise click.ClickException(f"{video} has no frame {index}.")
-        tiles.append(frame)
-    blank = np.zeros_like(tiles[0])
-    tiles += [blank] * (-len(tiles) % columns)
-    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), np.vstack(rows))
-    click.echo(f"Wrote {out}.")
-
+from diffdefense.runtime.stream.contact_sheet import main
 
 if __name__ == "__main__":
     main()
