@@ -2,7 +2,7 @@
 and 8) and the U-Net engine alone (one call on all B x R candidates), with p50 and p99 over the rounds.
 
     python -m pytest benchmarks/test_bench_latency.py --benchmark-json benchmarks/results/latency_cpu.json
-    python tools/latency_table.py benchmarks/results/latency_cpu.json   # the README's table and the plot
+    python tools/latency_table.py benchmarks/results/latency_cpu.json   # docs/performance.md's table and the plot
 
 Backends that this machine lacks are skipped with the reason. Settings: the two presets and the T*, L, R
 variants of the paper's optimiser that tools/tune_preset.py measured for accuracy (so the plot can join them).

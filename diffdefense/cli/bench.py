@@ -1,6 +1,7 @@
 """diffdefense bench: a quick latency measurement of the runtime on this machine, with no pytest needed.
 
-For the full grid with pytest-benchmark (and the README's table), see benchmarks/test_bench_latency.py."""
+For the full grid with pytest-benchmark (the latency table of docs/performance.md), see
+benchmarks/test_bench_latency.py."""
 
 from __future__ import annotations
 
