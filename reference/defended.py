@@ -43,6 +43,9 @@ class DefendedClassifier(nn.Module):
         self.gradient = gradient
         self.randomize = randomize
         self.calls = 0
+        # In eval mode like its classifier: torchattacks puts a model that was in training mode back into it after
+        # each attack, and train() would reach the classifier too (its dropout on in every later prediction).
+        self.eval()
 
     def _defense_for_this_call(self) -> ReferenceDefense:
         if not self.randomize:

@@ -49,6 +49,17 @@ def test_randomized_calls_use_new_draws_and_fixed_calls_do_not(parts):
         assert not torch.equal(random(x), random(x))
 
 
+def test_an_adaptive_attack_leaves_the_classifier_in_eval_mode(parts):
+    """torchattacks restores the training mode it found; a wrapper left in training mode would switch the classifier's
+    dropout on for every prediction after the attack (a fresh evaluation's adaptive rows, not a resumed one's)."""
+    from diffdefense.reference.adaptive import AdaptiveBudget, run_adaptive
+
+    classifier, defense = parts
+    budget = AdaptiveBudget("BPDA-PGD eps 0.1", "bpda", 0.1, 0.05, 1)
+    run_adaptive(budget, classifier, defense, torch.rand(2, 1, 28, 28), torch.tensor([1, 2]))
+    assert not classifier.training and not any(module.training for module in classifier.modules())
+
+
 def test_art_preprocessor_shape(parts):
     _, defense = parts
     preprocessor = DiffDefensePreprocessor(defense)
