@@ -31,3 +31,19 @@ class DDPMConfig:
     norm: str = "group"  # 'group' ships as 'unet'; 'batch' (folded into the convolutions at export) as 'unet_bn'
     seed: int = 0
     init_from: str | None = None  # a finished run folder whose weights (and EMA) this run starts from
+
+
+@dataclass(frozen=True)
+class WGANConfig:
+    """WGAN-GP (Gulrajani et al. 2017) as Defense-GAN trains its generator: Adam with betas (0.5, 0.9), 5 critic
+    steps per generator step, gradient penalty 10. An epoch is one pass of the critic over the training images."""
+
+    dataset: str = "mnist"
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 2e-4  # Defense-GAN's 1e-4 ran 30,000 generator steps; this budget allows about 2,000
+    critic_steps: int = 5
+    gradient_penalty: float = 10.0
+    latent_dim: int = 128
+    width: int = 32
+    seed: int = 0

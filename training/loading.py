@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from diffdefense import shipped
 from diffdefense.schedule import NoiseSchedule
 from diffdefense.training.models import CLASSIFIERS, UNet
+from diffdefense.training.models.gan import Generator
 from diffdefense.training.shipping import model_file
 
 
@@ -47,3 +48,11 @@ def load_unet(dataset: str, weights_dir: Path | None = None, name: str = "unet")
     spec = json.loads(metadata["schedule"])
     schedule = NoiseSchedule.linear(spec["num_steps"], spec["beta_start"], spec["beta_end"])
     return model.eval(), schedule
+
+
+def load_generator(dataset: str = "mnist", weights_dir: Path | None = None) -> Generator:
+    """The shipped WGAN generator of the Defense-GAN baseline in eval mode: z (N, latent_dim) -> (N, 1, 28, 28)."""
+    state, metadata = _verified(dataset, "generator", weights_dir)
+    model = Generator(int(metadata["latent_dim"]), int(metadata["width"]))
+    model.load_state_dict(state)
+    return model.eval()
