@@ -21,6 +21,7 @@ import torch
 
 from diffdefense import shipped
 from diffdefense.data import load_dataset
+from diffdefense.reference.adaptive import adaptive_budgets, run_adaptive
 from diffdefense.reference.attacks import ATTACKS, run_attack
 from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.reference.defense_gan import PRESETS as GAN_PRESETS
@@ -40,7 +41,8 @@ DEFENSES = {f"defense-gan:{p}": ("defense-gan", p) for p in GAN_PRESETS} | {
 
 @dataclass(frozen=True)
 class BaselineRun:
-    """num_images and seed name the attack cache's image set; first: how many of them each defence reconstructs."""
+    """num_images and seed name the attack cache's image set; first: how many of them each defence reconstructs;
+    bpda_images: how many of those BPDA-PGD attacks through each defence (0: none), at each of bpda_eps."""
 
     defenses: tuple[str, ...] = ("defense-gan:cheap", "diffdefense:default")
     dataset: str = "mnist"
@@ -49,6 +51,8 @@ class BaselineRun:
     seed: int = 0
     attacks: tuple[str, ...] = ("FGSM", "PGD")
     chunk: int = 50
+    bpda_images: int = 0
+    bpda_eps: tuple[float, ...] = (0.3,)
 
     def __post_init__(self) -> None:
         unknown = [d for d in self.defenses if d not in DEFENSES]
@@ -58,6 +62,8 @@ class BaselineRun:
             raise ValueError(f"Expected attacks from {sorted(ATTACKS)}, but got {bad}.")
         if not 1 <= self.first <= self.num_images:
             raise ValueError(f"Expected first between 1 and num_images ({self.num_images}), but got {self.first}.")
+        if not 0 <= self.bpda_images <= self.first:
+            raise ValueError(f"Expected bpda_images between 0 and first ({self.first}), but got {self.bpda_images}.")
         if self.chunk < 1:
             raise ValueError(f"Expected a chunk of at least 1 image, but got {self.chunk}.")
 
@@ -117,6 +123,28 @@ def accuracy_entry(correct: np.ndarray) -> dict:
     return {"accuracy": accuracy, "interval_95": [low, high]}
 
 
+def bpda_entry(run, eps, defense, cache, classifier, images, labels, clean_scores) -> tuple[str, dict]:
+    """BPDA-PGD through this defence on the first bpda_images images (the evaluation's budget: 20 steps); the
+    attacked set depends on the defence, so it is cached with the defence's reconstructions."""
+    n, budget = run.bpda_images, adaptive_budgets(eps)[0]
+    x = cache.get(
+        f"adversarial_bpda_eps_{eps}_steps_{budget.steps}_first_{n}",
+        lambda: run_adaptive(
+            budget, classifier, defense.defense, torch.from_numpy(images[:n]), torch.from_numpy(labels[:n]), run.seed
+        ).numpy(),
+    )
+    recon, scores, seconds = reconstruct_set(defense, cache, f"bpda_eps_{eps}_first_{n}", x, run.chunk)
+    detection = evaluate_detection(clean_scores, scores)
+    return f"BPDA-PGD eps {eps} (first {n})", accuracy_entry(predict(classifier, recon) == labels[:n]) | {
+        "accuracy_no_defense": float((predict(classifier, x) == labels[:n]).mean()),
+        "mean_score": float(scores.mean()),
+        "seconds_per_image": float(seconds.mean()),
+        "detection_auroc": detection.auroc,
+        "detection_rate_at_5pct_fpr": detection.detection_rate,
+        "budget": budget.to_dict(),
+    }
+
+
 def run_baseline(run: BaselineRun, out_dir: Path, attack_cache: Path, data_root: Path | None = None) -> dict:
     started = time.perf_counter()
     test = load_dataset(run.dataset, "test", data_root)
@@ -159,6 +187,9 @@ def run_baseline(run: BaselineRun, out_dir: Path, attack_cache: Path, data_root:
                 detection = evaluate_detection(clean_scores, scores)
                 entry |= {"detection_auroc": detection.auroc, "detection_rate_at_5pct_fpr": detection.detection_rate}
             results[set_name]["defenses"][name] = entry
+        for eps in run.bpda_eps if run.bpda_images else ():
+            row, entry = bpda_entry(run, eps, defense, cache, classifier, images, labels, clean_scores)
+            results.setdefault(row, {"no_defense": None, "defenses": {}})["defenses"][name] = entry
     return {
         "dataset": run.dataset,
         "data": f"{test.name}: the first {run.first} of {run.num_images} images chosen with seed {run.seed}",

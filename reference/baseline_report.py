@@ -16,7 +16,8 @@ def markdown_report(record: dict, command: str) -> str:
         header += [f"**{name}**", "95 % interval", "AUROC", "s / image"]
     lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
     for set_name, row in record["results"].items():
-        cells = [set_name, _percent(row["no_defense"]["accuracy"])]
+        # An adaptive set differs per defence: its undefended accuracy is in results.json, per defence.
+        cells = [set_name, _percent(row["no_defense"]["accuracy"]) if row["no_defense"] else ""]
         for name in names:
             entry = row["defenses"][name]
             low, high = entry["interval_95"]

@@ -47,6 +47,13 @@ def _defense_names() -> list[str]:
     help="How many of those images (the first ones) each defence reconstructs.",
 )
 @click.option("--attack", "attacks", multiple=True, help="Attack to run (repeat); default: FGSM and PGD.")
+@click.option(
+    "--bpda-images",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also attack the first N images through each defence with BPDA-PGD (eps 0.3, 20 steps; 0: skip).",
+)
 @click.option("--chunk", type=click.IntRange(min=1), default=50, show_default=True, help="Images per defence call.")
 @click.option(
     "--attack-cache",
@@ -58,7 +65,9 @@ def _defense_names() -> list[str]:
 @seed_option
 @data_root_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Report folder.")
-def evaluate_baseline(defenses, dataset, num_images, first, attacks, chunk, attack_cache, seed, data_root, out):
+def evaluate_baseline(
+    defenses, dataset, num_images, first, attacks, bpda_images, chunk, attack_cache, seed, data_root, out
+):
     """Accuracy with 95 % intervals, detection AUROC and time per image of each defence, on the same images.
 
     Writes OUT/results.json and OUT/report.md; reconstructions are cached in OUT/cache, so a stopped run resumes."""
@@ -73,6 +82,7 @@ def evaluate_baseline(defenses, dataset, num_images, first, attacks, chunk, atta
         seed=seed,
         attacks=tuple(attacks) or BaselineRun.attacks,
         chunk=chunk,
+        bpda_images=bpda_images,
     )
     record = run_baseline(run, out, attack_cache, data_root)
     command = shlex.join(["diffdefense", *sys.argv[1:]])
