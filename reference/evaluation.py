@@ -122,6 +122,31 @@ def classifier_checksums(dataset: str) -> dict[str, str]:
     return {arch: files[model_file(dataset, arch)]["sha256"] for arch in ("model_a", "model_b")}
 
 
+def open_caches(
+    config: EvaluationConfig, out_dir: Path, indices: np.ndarray, attack_cache: Path | None = None
+) -> tuple[ArrayCache, ArrayCache]:
+    """The cache of adversarial sets (attack_cache, default the report's cache/attacks) and the defence's."""
+    # Attacks depend on the images and seed; reconstructions on those and on the defence settings too.
+    inputs = {"dataset": config.dataset, "indices": indices.tolist(), "seed": config.seed}
+    attacks_cache = ArrayCache(attack_cache or out_dir / "cache" / "attacks", inputs)
+    attacks_cache.pin("classifiers", classifier_checksums(config.dataset))
+    settings_id = hashlib.sha256(json.dumps(config.settings.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    # Reconstructions depend on the U-Net too; the GroupNorm net keeps the folder name it had before the choice.
+    defense_id = settings_id if config.unet == "unet" else f"{config.unet}-{settings_id}"
+    cache = ArrayCache(out_dir / "cache" / f"defense-{defense_id}", {**inputs, "settings": config.settings.to_dict()})
+    return attacks_cache, cache
+
+
+def attack_sources(config: EvaluationConfig) -> list[tuple[str, str]]:
+    """(setting, the classifier attacked) of each adversarial set: white-box on Model A, black-box from Model B."""
+    return [("white_box", "model_a")] + ([("black_box", "model_b")] if config.black_box else [])
+
+
+def adaptive_tag(budget: AdaptiveBudget) -> str:
+    """The whole budget in the name, so a cached attack is never reused for another budget."""
+    return f"adaptive_{budget.gradient}_eps_{budget.eps}_steps_{budget.steps}_eot_{budget.eot_iter}"
+
+
 def run_evaluation(
     config: EvaluationConfig, out_dir: Path, data_root: Path | None = None, attack_cache: Path | None = None
 ) -> dict:
@@ -132,14 +157,7 @@ def run_evaluation(
     started = time.perf_counter()
     test = load_dataset(config.dataset, "test", data_root)
     indices = pick_indices(len(test), config.num_images, config.seed)
-    # Attacks depend on the images and seed; reconstructions on those and on the defence settings too.
-    inputs = {"dataset": config.dataset, "indices": indices.tolist(), "seed": config.seed}
-    attacks_cache = ArrayCache(attack_cache or out_dir / "cache" / "attacks", inputs)
-    attacks_cache.pin("classifiers", classifier_checksums(config.dataset))
-    settings_id = hashlib.sha256(json.dumps(config.settings.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-    # Reconstructions depend on the U-Net too; the GroupNorm net keeps the folder name it had before the choice.
-    defense_id = settings_id if config.unet == "unet" else f"{config.unet}-{settings_id}"
-    cache = ArrayCache(out_dir / "cache" / f"defense-{defense_id}", {**inputs, "settings": config.settings.to_dict()})
+    attacks_cache, cache = open_caches(config, out_dir, indices, attack_cache)
     images, labels = (t.numpy() for t in test.subset(indices).as_tensors())
     model_a, model_b = load_classifier(config.dataset, "model_a"), load_classifier(config.dataset, "model_b")
     unet, schedule = load_unet(config.dataset, name=config.unet)
@@ -162,7 +180,8 @@ def run_evaluation(
         "black_box": {},
     }
     curves = {}
-    settings = [("white_box", model_a)] + ([("black_box", model_b)] if config.black_box else [])
+    models = {"model_a": model_a, "model_b": model_b}
+    settings = [(setting, models[arch]) for setting, arch in attack_sources(config)]
     for attack in tqdm(config.attacks, desc="attacks", disable=None):
         for setting, source in settings:
             tag = f"{setting}_{attack}"
@@ -254,8 +273,7 @@ def _adaptive(config, cache, classifier, defense, images, labels, defended) -> d
     n = min(config.adaptive_images, len(images))
     out = {}
     for budget in chosen_adaptive_budgets(config):
-        # the whole budget in the name, so a cached attack is never reused for another budget
-        tag = f"adaptive_{budget.gradient}_eps_{budget.eps}_steps_{budget.steps}_eot_{budget.eot_iter}"
+        tag = adaptive_tag(budget)
         adversarial = cache.get(
             f"adversarial_{tag}",
             lambda b=budget: run_adaptive(

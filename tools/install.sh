@@ -7,7 +7,7 @@ python -m pip install torch==2.13.0
 # torchattacks without its metadata's dependencies: they pull a torchvision that fails to import beside
 # the CPU torch, and torchattacks' code never imports it. Its real dependencies are in the [train] extra.
 python -m pip install --no-deps torchattacks==3.5.1
-python -m pip install -e ".[train,cpu,video,dev]"
+python -m pip install -e ".[train,cpu,video,cluster,dev]"
 # The fused C++/CUDA steps (cpp_ext): a distribution of its own, module diffdefense_fused, built by CMake. Its CUDA
 # part is built when nvcc is found, and then a CUDA compile error fails the install. Print what was built: the GPU
 # architectures read from the built binary (sm_87 for Jetson Orin, sm_90 for Hopper, ...).

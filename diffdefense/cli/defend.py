@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from diffdefense.cli.cluster_options import cluster_defend_options, defend_on_cluster
 from diffdefense.cli.common import main
 from diffdefense.cli.defender_options import defender_options, make_defender
 from diffdefense.cli.frame_options import make_preprocessor, preprocessing_options
@@ -23,6 +24,7 @@ EXIT_ATTACK_FLAGGED = 3
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--fail-on-attack", is_flag=True, help=f"Exit with code {EXIT_ATTACK_FLAGGED} when any input is flagged.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@cluster_defend_options
 def defend_command(
     inputs, bundle, dataset, preset, provider, threshold, roi, invert, value_range, channel_order, batch_size,
     fail_on_attack, as_json,
@@ -31,11 +33,17 @@ def defend_command(
     'images' and optionally 'labels' and 'attacked'), picture files (PNG, JPEG, ...: preprocessed like camera
     frames with --roi, --invert, --value-range), or folders of them. Prints labels, attack flags and latency.
 
+    With --ray, the same calls run on a Ray cluster, a Defender per worker, and the results go to shards in --out
+    (docs/cluster.md).
+
     Exit codes: 0 done, 1 bad input or model files, 2 bad usage, 3 with --fail-on-attack when an input is flagged."""
     from diffdefense.runtime.inputs import expand_inputs, read_image_file
 
     defender = make_defender(bundle, dataset, preset, provider, threshold)
     preprocessor = make_preprocessor(roi, invert, value_range, channel_order, defender.image_shape[1:])
+    cluster_args = (batch_size, fail_on_attack, as_json, _check_labels, EXIT_ATTACK_FLAGGED)
+    if defend_on_cluster(defender, preprocessor, inputs, *cluster_args):
+        return
     rows, per_image = [], []
     for path in expand_inputs(inputs):
         file = read_image_file(path, preprocessor)

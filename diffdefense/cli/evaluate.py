@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from diffdefense.cli.cluster_options import cluster_evaluate_options, evaluation_runner
 from diffdefense.cli.common import (
     PRESET_NAMES,
     data_root_option,
@@ -74,6 +75,7 @@ DEFAULTS = EvaluationConfig()  # the options' defaults are the config's own
     is_flag=True,
     help="Rewrite a report folder even where this run leaves out rows that its results.json holds.",
 )
+@cluster_evaluate_options
 def evaluate_command(
     dataset,
     preset,
@@ -121,7 +123,8 @@ def evaluate_command(
             f"{out / 'results.json'} holds rows this run would not write again: {', '.join(dropped)}. Run them too "
             "(sets still in its cache/ are reused), write to another --out, or pass --replace to drop them."
         )
-    click.echo(f"Report: {write_report(run_evaluation(config, out, data_root, attack_cache), out)}")
+    run = evaluation_runner(run_evaluation)  # on Ray with --ray (docs/cluster.md)
+    click.echo(f"Report: {write_report(run(config, out, data_root, attack_cache), out)}")
 
 
 @main.command("report")
