@@ -185,3 +185,15 @@ def test_the_report_puts_each_defence_beside_the_others():
     report = markdown_report(record, "diffdefense evaluate-baseline --first 20")
     assert "| FGSM | 20.0 | **90.0** | 85.0-94.0 | 0.750 | 0.500 | **90.0** | 85.0-94.0 | 0.990 | 0.500 |" in report
     assert "    diffdefense evaluate-baseline --first 20" in report
+
+
+@pytest.mark.parametrize("command", [["train", "wgan"], ["evaluate-baseline"]])
+def test_the_new_commands_have_help(command):
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0 and result.output.startswith("Usage:"), result.output
+
+
+def test_a_bad_baseline_run_is_refused_before_it_starts(tmp_path):
+    args = ["evaluate-baseline", "--first", "20", "--bpda-images", "30", "--attack-cache", str(tmp_path / "a")]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Expected bpda_images between 0 and first (20), but got 30." in result.output
