@@ -145,7 +145,9 @@ def bpda_entry(run, eps, defense, cache, classifier, images, labels, clean_score
     }
 
 
-def run_baseline(run: BaselineRun, out_dir: Path, attack_cache: Path, data_root: Path | None = None) -> dict:
+def run_baseline(run: BaselineRun, cache_dir: Path, attack_cache: Path, data_root: Path | None = None) -> dict:
+    """cache_dir: where each defence's folder of cached reconstructions goes (a chunk's name holds its image range,
+    so runs with another ``first`` share it)."""
     started = time.perf_counter()
     test = load_dataset(run.dataset, "test", data_root)
     indices = pick_indices(len(test), run.num_images, run.seed)
@@ -175,7 +177,7 @@ def run_baseline(run: BaselineRun, out_dir: Path, attack_cache: Path, data_root:
         described[name] = defense.identity()
         identity = {**inputs, **described[name], "chunk": run.chunk}
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-        cache = ArrayCache(out_dir / "cache" / f"{name.replace(':', '-')}-{key}", identity)
+        cache = ArrayCache(cache_dir / f"{name.replace(':', '-')}-{key}", identity)
         clean_scores = None
         for set_name, x in sets.items():
             recon, scores, seconds = reconstruct_set(defense, cache, set_name, x, run.chunk)

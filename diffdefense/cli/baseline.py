@@ -62,15 +62,22 @@ def _defense_names() -> list[str]:
     help="Folder of adversarial sets made by `diffdefense evaluate --attack-cache` for the same images and seed; "
     "an attack it lacks is made and added.",
 )
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the defences' cached reconstructions; default OUT/cache. Runs on the same images and chunk "
+    "may share one, whatever their --first, attacks or defences.",
+)
 @seed_option
 @data_root_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Report folder.")
 def evaluate_baseline(
-    defenses, dataset, num_images, first, attacks, bpda_images, chunk, attack_cache, seed, data_root, out
+    defenses, dataset, num_images, first, attacks, bpda_images, chunk, attack_cache, cache, seed, data_root, out
 ):
     """Accuracy with 95 % intervals, detection AUROC and time per image of each defence, on the same images.
 
-    Writes OUT/results.json and OUT/report.md; reconstructions are cached in OUT/cache, so a stopped run resumes."""
+    Writes OUT/results.json and OUT/report.md; reconstructions are cached (--cache), so a stopped run resumes."""
     from diffdefense.reference.baseline_evaluation import BaselineRun, run_baseline
     from diffdefense.reference.baseline_report import markdown_report
 
@@ -84,7 +91,7 @@ def evaluate_baseline(
         chunk=chunk,
         bpda_images=bpda_images,
     )
-    record = run_baseline(run, out, attack_cache, data_root)
+    record = run_baseline(run, cache or out / "cache", attack_cache, data_root)
     command = shlex.join(["diffdefense", *sys.argv[1:]])
     record["command"] = command
     out.mkdir(parents=True, exist_ok=True)
