@@ -93,7 +93,7 @@ def cluster_defend_options(command):
                 callback=_remember,
                 help="With --ray: Defender actors [default: as many as the cluster's CPUs hold].",
             ),
-            _cpus_option(1, "With --ray: CPUs per worker, and onnxruntime's threads in it [default: 1]."),
+            _cpus_option(1, "With --ray: CPUs per worker, and onnxruntime's and OpenMP's threads in it [default: 1]."),
         ]
     ):
         command = option(command)

@@ -5,8 +5,9 @@ draws depend on its images' places in it (diffdefense/draws.py). So the unit of 
 same call: its images, padded to the batch size, with the file and the first index. Each worker's Defender makes the
 same calls and so gives the local run's results, bit for bit, however the calls are spread. The bundle travels by
 path and each worker's load_bundle checks its files against the manifest's sha256; onnxruntime runs as many threads
-as the worker has CPUs. Ray Data retries the calls of a worker that dies on a new one; the driver writes each
-result once, in the inputs' order, as it arrives.
+as the worker has CPUs, as does the fused steps' OpenMP (Ray sets a worker's OMP_NUM_THREADS to its CPUs). Ray Data
+retries the calls of a worker that dies on a new one; the driver writes each result once, in the inputs' order, as
+it arrives.
 """
 
 from __future__ import annotations
