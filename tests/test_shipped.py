@@ -10,7 +10,7 @@ from diffdefense import shipped
 
 DATASETS = ("mnist", "kmnist")
 MODELS = ("model_a", "model_b", "unet")
-EXTRA_MODELS = {"mnist": ("unet_bn",)}  # the deployment-shaped (BatchNorm) U-Net behind the MNIST bundle
+EXTRA_MODELS = {"mnist": ("unet_bn", "generator")}  # the BatchNorm U-Net behind the MNIST bundle; Defense-GAN's WGAN
 EXPECTED = {
     f"{d}/{m}.{ext}" for d in DATASETS for m in (*MODELS, *EXTRA_MODELS.get(d, ())) for ext in ("safetensors", "json")
 }
