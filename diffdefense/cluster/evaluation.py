@@ -158,7 +158,7 @@ def run_jobs(ray, jobs: list[ArrayJob], progress=None) -> None:
 
     def start(job: ArrayJob) -> None:
         if (job.cache.folder / f"{job.name}.npz").is_file():
-            complete(job, job.cache.load(job.name))
+            complete(job, lambda: job.cache.load(job.name))
             return
         missing = _missing(job)
         for bounds in job.bounds():
@@ -174,11 +174,13 @@ def run_jobs(ray, jobs: list[ArrayJob], progress=None) -> None:
         array = job.cache.get(job.name, lambda: np.concatenate([job.parts[bounds] for bounds in job.bounds()]))
         for bounds in job.bounds():
             job.part_path(bounds).unlink(missing_ok=True)
-        complete(job, array)
+        complete(job, lambda: array)
 
-    def complete(job: ArrayJob, array: np.ndarray) -> None:
+    def complete(job: ArrayJob, array: Callable[[], np.ndarray]) -> None:
+        """An adversarial set is done: its defence starts, given the images only if it has chunks to compute."""
         if job.defence is not None:
-            job.defence.source = ray.put(array)
+            if _missing(job.defence):
+                job.defence.source = ray.put(array())
             start(job.defence)
 
     for job in jobs:
