@@ -10,7 +10,7 @@ experiments/cfgs/gans/mnist.yml):
 | L, R | 200, 10 (``REC_ITERS``, ``REC_RR``) | the same (``paper``); ``cheap`` is 50, 4 |
 | optimiser | momentum 0.7, learning rate 10.0 on the per-pixel mean error | the same |
 | rate decay | x0.1 after ceil(0.8 L) steps on a counter the loop never advances: it stays at 10 | none (lr_decay) |
-| z0 | N(0, 1/128 I) | N(0, I), as the paper states and as G was trained; ``init_std`` sets it |
+| z0 | N(0, 1/128 I) | N(0, I), the distribution G was trained on; ``init_std`` sets the scale |
 | output | G(z) of the restart with the lowest error, computed before the last update | the same |
 
 Each image's restarts are drawn from its own generator seeded by (seed, key), key its index in the caller's set, so
