@@ -105,7 +105,7 @@ def test_reference_pytorch_cpu(benchmark, images, variant, batch_size):
         with torch.no_grad():
             return torch.cat(
                 [
-                    classifier(defense.reconstruct(torch.from_numpy(chunk)).image).argmax(1)
+                    classifier(defense.reconstruct(torch.from_numpy(chunk)).images).argmax(1)
                     for chunk in chunks(images, batch_size)
                 ]
             )

@@ -86,7 +86,7 @@ class Reconstructor:
     def __call__(self, images: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = torch.from_numpy(images)
         result = self.defense.reconstruct(x, keys) if self.method == "defense-gan" else self.defense.reconstruct(x)
-        return result.image.numpy(), result.loss.numpy()
+        return result.images.numpy(), result.errors.numpy()
 
     def identity(self) -> dict:
         sha = shipped.read_manifest()["files"][self.weights]["sha256"]

@@ -57,9 +57,9 @@ class DefendedClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         defense = self._defense_for_this_call()
         if self.gradient == "true" and torch.is_grad_enabled() and x.requires_grad:
-            purified = defense.reconstruct(x, differentiable=True).image
+            purified = defense.reconstruct(x, differentiable=True).images
         else:
-            purified = defense.reconstruct(x.detach()).image
+            purified = defense.reconstruct(x.detach()).images
             if self.gradient == "bpda" and x.requires_grad:
                 purified = x + (purified - x).detach()  # identity backward (BPDA)
         return self.classifier(purified)
@@ -77,7 +77,7 @@ class DiffDefensePreprocessor:
 
     def __call__(self, x: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        return self.defense.reconstruct(images).image.numpy(), y
+        return self.defense.reconstruct(images).images.numpy(), y
 
     def estimate_gradient(self, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
         if grad.shape != x.shape:

@@ -20,13 +20,14 @@ from diffdefense.settings import DefenseSettings
 
 @dataclass(frozen=True)
 class Reconstruction:
-    """image (B, 1, 28, 28) in [0, 1]: the best candidate's output; latent (B, 1, 28, 28): its z;
-    loss (B,): its mean squared error to the input (the detection score); candidate_losses (B, R)."""
+    """images (B, 1, 28, 28) in [0, 1]: the best candidate's output; latents (B, 1, 28, 28): its z;
+    errors (B,): its mean squared error to the input (the detection score); candidate_errors (B, R): every
+    candidate's. The names of the runtime's Reconstruction."""
 
-    image: torch.Tensor
-    latent: torch.Tensor
-    loss: torch.Tensor
-    candidate_losses: torch.Tensor
+    images: torch.Tensor
+    latents: torch.Tensor
+    errors: torch.Tensor
+    candidate_errors: torch.Tensor
 
 
 def to_image(x: torch.Tensor, output_map: str) -> torch.Tensor:
@@ -121,10 +122,10 @@ class ReferenceDefense:
             with torch.set_grad_enabled(differentiable):
                 image = self.refine(image, draws.refine_noise, track_unet=differentiable)
         return Reconstruction(
-            image=keep(image),
-            latent=z.detach()[pick],
-            loss=keep(candidate_losses[torch.arange(batch), best]),
-            candidate_losses=candidate_losses.detach(),
+            images=keep(image),
+            latents=z.detach()[pick],
+            errors=keep(candidate_losses[torch.arange(batch), best]),
+            candidate_errors=candidate_losses.detach(),
         )
 
     def refine(self, images: torch.Tensor, refine_noise: np.ndarray, track_unet: bool = False) -> torch.Tensor:

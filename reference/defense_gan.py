@@ -74,13 +74,13 @@ PRESETS = {"paper": DefenseGANSettings(), "cheap": DefenseGANSettings(steps=50, 
 
 @dataclass(frozen=True)
 class GANReconstruction:
-    """image (B, 1, 28, 28) in [0, 1]: G(z*); latent (B, latent_dim): z*; loss (B,): its mean squared error to the
-    input (the detection score); restart_losses (B, R): every restart's error at the end."""
+    """images (B, 1, 28, 28) in [0, 1]: G(z*); latents (B, latent_dim): z*; errors (B,): its mean squared error to
+    the input (the detection score); restart_errors (B, R): every restart's error at the end."""
 
-    image: torch.Tensor
-    latent: torch.Tensor
-    loss: torch.Tensor
-    restart_losses: torch.Tensor
+    images: torch.Tensor
+    latents: torch.Tensor
+    errors: torch.Tensor
+    restart_errors: torch.Tensor
 
 
 def check_images(images: torch.Tensor) -> None:
@@ -140,8 +140,8 @@ class DefenseGAN:
         best = restart_losses.argmin(dim=1)
         pick = torch.arange(batch) * s.restarts + best
         return GANReconstruction(
-            image=out.detach()[pick],
-            latent=z.detach()[pick],
-            loss=restart_losses[torch.arange(batch), best],
-            restart_losses=restart_losses,
+            images=out.detach()[pick],
+            latents=z.detach()[pick],
+            errors=restart_losses[torch.arange(batch), best],
+            restart_errors=restart_losses,
         )

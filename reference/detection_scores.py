@@ -38,10 +38,10 @@ def detection_scores(images: torch.Tensor, result: Reconstruction) -> dict[str, 
     refined_l1: the returned (refined) image's mean squared and absolute error; refined_max_pixel: its largest pixel
     difference (a per-pixel statistic); candidate_mean and candidate_spread: the mean and standard deviation of the
     R candidates' errors."""
-    difference = (result.image - images).flatten(1).detach()
-    losses = result.candidate_losses.detach()
+    difference = (result.images - images).flatten(1).detach()
+    losses = result.candidate_errors.detach()
     scores = {
-        "best_mse": result.loss.detach(),
+        "best_mse": result.errors.detach(),
         "refined_mse": difference.pow(2).mean(1),
         "refined_l1": difference.abs().mean(1),
         "refined_max_pixel": difference.abs().amax(1),

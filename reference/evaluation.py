@@ -105,7 +105,7 @@ def defend(defense: ReferenceDefense, images: np.ndarray, batch_size: int, label
     rows = []
     for i in tqdm(range(0, len(images), batch_size), desc=f"defend {label}", leave=False, disable=None):
         result = defense.reconstruct(torch.from_numpy(images[i : i + batch_size]))
-        rows.append(np.concatenate([result.image.flatten(1).numpy(), result.loss[:, None].numpy()], axis=1))
+        rows.append(np.concatenate([result.images.flatten(1).numpy(), result.errors[:, None].numpy()], axis=1))
     return np.concatenate(rows).astype(np.float32)
 
 

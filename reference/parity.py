@@ -34,8 +34,8 @@ def compare(defender: Defender, reference: ReferenceDefense, classifier, images:
         runtime = defender(chunk)
         with torch.no_grad():
             ref = reference.reconstruct(torch.from_numpy(chunk))
-            ref_labels = classifier(ref.image).argmax(1).numpy()
-        diffs.append(np.abs(runtime.reconstructions - ref.image.numpy()).reshape(len(chunk), -1).max(1))
+            ref_labels = classifier(ref.images).argmax(1).numpy()
+        diffs.append(np.abs(runtime.reconstructions - ref.images.numpy()).reshape(len(chunk), -1).max(1))
         same.append(runtime.labels == ref_labels)
     diffs, same = np.concatenate(diffs), np.concatenate(same)
     return {

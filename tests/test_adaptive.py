@@ -24,7 +24,7 @@ def test_bpda_gradient_is_the_classifier_gradient_at_the_reconstruction(parts):
     classifier, defense = parts
     x = torch.rand(2, 1, 28, 28, requires_grad=True)
     DefendedClassifier(classifier, defense, "bpda")(x).sum().backward()
-    purified = defense.reconstruct(x.detach()).image.requires_grad_(True)
+    purified = defense.reconstruct(x.detach()).images.requires_grad_(True)
     classifier(purified).sum().backward()
     torch.testing.assert_close(x.grad, purified.grad)
 

@@ -51,22 +51,22 @@ def test_the_same_seed_gives_the_same_reconstruction_and_another_seed_another(ge
         DefenseGAN(generator, settings).reconstruct(targets),
         DefenseGAN(generator, settings).reconstruct(targets),
     )
-    torch.testing.assert_close(one.image, two.image, rtol=0, atol=0)
+    torch.testing.assert_close(one.images, two.images, rtol=0, atol=0)
     other = DefenseGAN(generator, DefenseGANSettings(steps=5, restarts=3, seed=5)).reconstruct(targets)
-    assert not torch.equal(one.latent, other.latent)
+    assert not torch.equal(one.latents, other.latents)
 
 
 def test_an_images_result_does_not_depend_on_its_batch(generator, targets):
     defense = DefenseGAN(generator, DefenseGANSettings(steps=5, restarts=3))
     whole = defense.reconstruct(targets)
     part = defense.reconstruct(targets[2:], keys=np.array([2, 3]))
-    torch.testing.assert_close(part.image, whole.image[2:], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(part.images, whole.images[2:], rtol=1e-4, atol=1e-5)
 
 
 def test_gradient_steps_lower_the_error(generator, targets):
     def error(steps: int) -> torch.Tensor:
         settings = DefenseGANSettings(steps=steps, restarts=2, lr=PRESETS["paper"].lr)
-        return DefenseGAN(generator, settings).reconstruct(targets).restart_losses
+        return DefenseGAN(generator, settings).reconstruct(targets).restart_errors
 
     before, after = error(1), error(30)  # one step: the error of the initial latents, no update
     assert (after < before).all()
@@ -75,11 +75,11 @@ def test_gradient_steps_lower_the_error(generator, targets):
 
 def test_the_restart_with_the_lowest_error_is_returned(generator, targets):
     result = DefenseGAN(generator, DefenseGANSettings(steps=4, restarts=5)).reconstruct(targets)
-    torch.testing.assert_close(result.loss, result.restart_losses.min(dim=1).values, rtol=0, atol=0)
+    torch.testing.assert_close(result.errors, result.restart_errors.min(dim=1).values, rtol=0, atol=0)
     with torch.no_grad():  # the image is G of the returned latent, and the loss is its error
-        remade = generator(result.latent)
-    torch.testing.assert_close(result.image, remade, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(result.loss, (remade - targets).pow(2).flatten(1).mean(1), rtol=1e-4, atol=1e-6)
+        remade = generator(result.latents)
+    torch.testing.assert_close(result.images, remade, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(result.errors, (remade - targets).pow(2).flatten(1).mean(1), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(

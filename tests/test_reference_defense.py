@@ -73,25 +73,25 @@ def test_same_seed_same_reconstruction(unet, preset):
     one = ReferenceDefense(unet, SCHEDULE, preset).reconstruct(images)
     two = ReferenceDefense(unet, SCHEDULE, preset).reconstruct(images)
     other = ReferenceDefense(unet, SCHEDULE, preset.with_(seed=1)).reconstruct(images)
-    assert torch.equal(one.image, two.image) and torch.equal(one.loss, two.loss)
-    assert not torch.equal(one.image, other.image)
+    assert torch.equal(one.images, two.images) and torch.equal(one.errors, two.errors)
+    assert not torch.equal(one.images, other.images)
 
 
 def test_reconstruction_shapes_ranges_and_best_candidate(unet):
     settings = small(num_candidates=3)
     result = ReferenceDefense(unet, SCHEDULE, settings).reconstruct(torch.rand(4, 1, 28, 28))
-    assert result.image.shape == (4, 1, 28, 28) and result.latent.shape == (4, 1, 28, 28)
-    assert result.candidate_losses.shape == (4, 3) and result.loss.shape == (4,)
-    assert result.image.min() >= 0 and result.image.max() <= 1
-    torch.testing.assert_close(result.loss, result.candidate_losses.min(dim=1).values)
+    assert result.images.shape == (4, 1, 28, 28) and result.latents.shape == (4, 1, 28, 28)
+    assert result.candidate_errors.shape == (4, 3) and result.errors.shape == (4,)
+    assert result.images.min() >= 0 and result.images.max() <= 1
+    torch.testing.assert_close(result.errors, result.candidate_errors.min(dim=1).values)
 
 
 def test_updates_lower_the_loss(unet):
     """More iterations of the optimiser must fit the target better, on average over candidates."""
     images = torch.rand(2, 1, 28, 28)
     settings = DefenseSettings(num_candidates=3, iterations=1, num_steps=3, start_step=20, lr=0.5)
-    before = ReferenceDefense(unet, SCHEDULE, settings).reconstruct(images).candidate_losses.mean()
-    after = ReferenceDefense(unet, SCHEDULE, settings.with_(iterations=6)).reconstruct(images).candidate_losses.mean()
+    before = ReferenceDefense(unet, SCHEDULE, settings).reconstruct(images).candidate_errors.mean()
+    after = ReferenceDefense(unet, SCHEDULE, settings.with_(iterations=6)).reconstruct(images).candidate_errors.mean()
     assert after < before
 
 
@@ -160,7 +160,7 @@ def test_differentiable_reconstruction_has_the_true_input_gradient(mode, refine)
     weights = torch.randn(1, 1, 28, 28, dtype=torch.float64)
 
     def objective(images):
-        return (defense.reconstruct(images, draws, differentiable=True).image * weights).sum()
+        return (defense.reconstruct(images, draws, differentiable=True).images * weights).sum()
 
     (grad,) = torch.autograd.grad(objective(x), x)
     direction = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -172,7 +172,7 @@ def test_differentiable_reconstruction_has_the_true_input_gradient(mode, refine)
 
 def test_plain_reconstruction_keeps_no_graph(unet):
     result = ReferenceDefense(unet, SCHEDULE, small()).reconstruct(torch.rand(1, 1, 28, 28, requires_grad=True))
-    assert not result.image.requires_grad and not result.loss.requires_grad
+    assert not result.images.requires_grad and not result.errors.requires_grad
 
 
 def test_functional_adam_differentiates_through_an_exactly_zero_gradient():
@@ -205,8 +205,8 @@ def test_latent_inits_start_where_their_settings_say(unet, init):
     noise = torch.from_numpy(draw(settings, 2).latents)  # (B, R, 1, 28, 28)
     c0, c1 = (float(c) for c in SCHEDULE.q_sample_coefficients(np.array(settings.start_step)))
     start = {"noise": noise, "input": c0 * (2 * images[:, None] - 1) + c1 * noise, "blank": c1 * noise - c0}[init]
-    best = result.candidate_losses.argmin(1)
-    torch.testing.assert_close(result.latent, start[torch.arange(2), best], rtol=1e-6, atol=1e-6)
+    best = result.candidate_errors.argmin(1)
+    torch.testing.assert_close(result.latents, start[torch.arange(2), best], rtol=1e-6, atol=1e-6)
 
 
 def test_refine_denoises_the_chosen_image_and_keeps_its_fit_as_the_score(unet):
@@ -217,15 +217,15 @@ def test_refine_denoises_the_chosen_image_and_keeps_its_fit_as_the_score(unet):
     plain = ReferenceDefense(unet, SCHEDULE, settings).reconstruct(images)
     refined_defense = ReferenceDefense(unet, SCHEDULE, settings.with_(refine=True))
     refined = refined_defense.reconstruct(images)
-    torch.testing.assert_close(refined.loss, plain.loss, rtol=0, atol=0)
-    torch.testing.assert_close(refined.latent, plain.latent, rtol=0, atol=0)
+    torch.testing.assert_close(refined.errors, plain.errors, rtol=0, atol=0)
+    torch.testing.assert_close(refined.latents, plain.latents, rtol=0, atol=0)
     refine_noise = draw(settings.with_(refine=True), 2).refine_noise
     assert refine_noise.shape == (1 + settings.num_steps, 2, 1, 28, 28)
     c0, c1 = (float(c) for c in SCHEDULE.q_sample_coefficients(np.array(settings.start_step)))
-    start = c0 * (2 * plain.image - 1) + c1 * torch.from_numpy(refine_noise[0])
+    start = c0 * (2 * plain.images - 1) + c1 * torch.from_numpy(refine_noise[0])
     expected = to_image(refined_defense.run_chain(start, refine_noise[1:]), "clip")
-    torch.testing.assert_close(refined.image, expected, rtol=0, atol=1e-6)
-    assert not torch.equal(refined.image, plain.image)
+    torch.testing.assert_close(refined.images, expected, rtol=0, atol=1e-6)
+    assert not torch.equal(refined.images, plain.images)
     assert settings.with_(refine=True).unet_evaluations == settings.unet_evaluations + settings.num_steps
 
 

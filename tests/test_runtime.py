@@ -43,19 +43,19 @@ def test_runtime_matches_the_reference(exported_bundle, images, settings):
     reference = ReferenceDefense(exported_bundle.unet, NoiseSchedule.linear(), settings).reconstruct(
         torch.from_numpy(images)
     )
-    difference = np.abs(runtime.reconstructions - reference.image.numpy())
+    difference = np.abs(runtime.reconstructions - reference.images.numpy())
     if settings.gradient == "full":
         # Even through the sigmoid, a gradient within rounding of 0 can flip sign, and Adam then steps that pixel
         # the other way: a few pixels may differ, the reconstruction as a whole may not.
         assert difference.mean() < 1e-3, difference.mean()
         assert (difference > 1e-3).mean() < 0.01, (difference > 1e-3).mean()
-        np.testing.assert_allclose(runtime.reconstruction_error, reference.loss.numpy(), rtol=2e-2, atol=1e-6)
+        np.testing.assert_allclose(runtime.reconstruction_error, reference.errors.numpy(), rtol=2e-2, atol=1e-6)
     else:
         assert difference.max() < 1e-3
-        np.testing.assert_allclose(runtime.reconstruction_error, reference.loss.numpy(), rtol=1e-3, atol=1e-6)
+        np.testing.assert_allclose(runtime.reconstruction_error, reference.errors.numpy(), rtol=1e-3, atol=1e-6)
     with torch.no_grad():
         on_its_own_images = exported_bundle.classifier(torch.from_numpy(runtime.reconstructions)).argmax(1).numpy()
-        on_the_references = exported_bundle.classifier(reference.image).argmax(1).numpy()
+        on_the_references = exported_bundle.classifier(reference.images).argmax(1).numpy()
     np.testing.assert_array_equal(runtime.labels, on_its_own_images)
     if settings.gradient != "full":
         # Full gradients may move a few pixels (above), and this random-weight classifier's two top logits can lie
