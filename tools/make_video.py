@@ -2,10 +2,10 @@
 
     python tools/make_video.py --out runs/video/digits.mkv
 
-The logic is diffdefense.runtime.stream.digit_video.
+The logic is diffdefense.reference.digit_video.
 """
 
-from diffdefense.runtime.stream.digit_video import main
+from diffdefense.reference.digit_video import main
 
 if __name__ == "__main__":
     main()

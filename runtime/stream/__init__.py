@@ -13,7 +13,6 @@ One concern per module:
 
 Measurements of the path, each with its command under tools/ (not imported here):
     simulated_camera  digits printed on lit paper as a camera sees them; SyntheticCamera, a capture without a file
-    digit_video       a test video of such frames, some digits attacked, with its ground truth (tools/make_video.py)
     warm_start_study  cold and warm starts over such a video (tools/warm_start_study.py)
     soak              a long stream with its memory watched (tools/soak.py)
     contact_sheet     a few frames of a video in one picture (tools/video_frames.py)
