@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 import torch
 
-from diffdefense.training.loading import load_classifier, load_generator
-from diffdefense.training.quality import save_grid
+from diffdefense.training.loading import load_generator
+from diffdefense.training.quality import judged_by_model_a
 
 
 def generator_quality(dataset: str, n: int, seed: int, grid_path: Path) -> dict:
@@ -22,18 +22,12 @@ def generator_quality(dataset: str, n: int, seed: int, grid_path: Path) -> dict:
     z = torch.randn(n, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         images = generator(z)
-        probs = torch.softmax(load_classifier(dataset, "model_a")(images), dim=1)
-    shares = torch.bincount(probs.argmax(1), minlength=10).double() / n
-    save_grid(images[:64].numpy(), grid_path)
     return {
         "dataset": dataset,
         "samples": n,
         "seed": seed,
         "sampler": "G(z), z ~ N(0, I), generator in eval mode",
-        "class_shares": [round(v, 4) for v in shares.tolist()],
-        "min_share": shares.min().item(),
-        "max_share": shares.max().item(),
-        "mean_top_probability": probs.max(1).values.mean().item(),
+        **judged_by_model_a(dataset, images, grid_path),
     }
 
 

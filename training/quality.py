@@ -60,24 +60,32 @@ def save_grid(images: np.ndarray, path: Path, columns: int = 8) -> None:
     plt.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
 
 
+def judged_by_model_a(dataset: str, images: torch.Tensor, grid_path: Path) -> dict:
+    """Generated images (n, 1, 28, 28) in [0, 1] judged by the shipped Model A: its class shares and mean top-class
+    probability; the first 64 saved as a grid."""
+    with torch.no_grad():
+        probs = torch.softmax(load_classifier(dataset, "model_a")(images), dim=1)
+    shares = torch.bincount(probs.argmax(1), minlength=10).double() / len(images)
+    save_grid(images[:64].numpy(), grid_path)
+    return {
+        "class_shares": [round(v, 4) for v in shares.tolist()],
+        "min_share": shares.min().item(),
+        "max_share": shares.max().item(),
+        "mean_top_probability": probs.max(1).values.mean().item(),
+    }
+
+
 def sample_quality(dataset: str, n: int, seed: int, grid_path: Path, unet_name: str = "unet") -> dict:
     """Draw n samples from a shipped DDPM; the shipped Model A's class shares and mean top-class probability."""
     unet, schedule = load_unet(dataset, name=unet_name)
     images = sample(unet, schedule, n, torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        probs = torch.softmax(load_classifier(dataset, "model_a")(images), dim=1)
-    shares = torch.bincount(probs.argmax(1), minlength=10).double() / n
-    save_grid(images[:64].numpy(), grid_path)
     return {
         "dataset": dataset,
         "samples": n,
         "unet": unet_name,
         "seed": seed,
         "sampler": f"ancestral DDPM, {schedule.num_steps} steps, predicted x_0 clipped to [-1, 1] at each step",
-        "class_shares": [round(v, 4) for v in shares.tolist()],
-        "min_share": shares.min().item(),
-        "max_share": shares.max().item(),
-        "mean_top_probability": probs.max(1).values.mean().item(),
+        **judged_by_model_a(dataset, images, grid_path),
         "grid": str(grid_path),
     }
 
