@@ -24,21 +24,12 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[cluster]'")
 
 from diffdefense.data import load_dataset  # noqa: E402
+from diffdefense.machine import cpu_model  # noqa: E402
 from tests.conftest import real_data_root  # noqa: E402, F401  (the benchmarks read the real data like the tests)
 
 IMAGES = 256
 CPUS = os.cpu_count()
 WORKERS = (1, 2)
-
-
-def cpu_model() -> str:
-    """The CPU's model name as lscpu prints it (py-cpuinfo's brand is in the JSON's machine_info too)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")]
-    return names[0] if names else "unknown"
 
 
 @pytest.fixture(scope="module")

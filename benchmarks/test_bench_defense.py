@@ -4,10 +4,10 @@ default test run):
     python -m pytest benchmarks/test_bench_defense.py --benchmark-json benchmarks/results/defense_cpu.json
     python tools/speedup_table.py benchmarks/results/defense_cpu.json
 
-- the lean runtime (onnxruntime CPU) on the shipped bundle, with each U-Net graph it carries: the general graph
-  (x and t in), the float32 graphs with the timestep folded in, and their int8 versions;
-- the same runtime on a bundle of the GroupNorm U-Net (exported on first use into .benchmarks/, not shipped), the
-  shape the model had for training: the ablation's starting point;
+- the lean runtime (onnxruntime CPU) on a bundle of each shipped U-Net (the shipped bundle for its own net, the
+  others exported on first use into .benchmarks/): the GroupNorm net, the shape the model had for training and the
+  ablation's starting point; the BatchNorm net; the narrow BatchNorm net. Per net, the graphs a bundle carries: the
+  general graph (x and t in), the float32 graphs with the timestep folded in, and their int8 versions;
 - the PyTorch reference with the same weights and settings, eager and under torch.compile (Inductor, freezing).
 
 Each round defends the same 8 MNIST test images as one batch or one image at a time (batch 1: a camera pipeline's
@@ -15,6 +15,8 @@ frame by frame); extra_info holds milliseconds per image. The same run measures 
 matrix-product rates, the floors that tools/speedup_table.py sets beside them.
 """
 
+import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,26 +26,32 @@ import torch
 from benchmarks.conftest import BATCH
 from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.runtime.defender import Defender
+from diffdefense.runtime.manifest import BundleManifest
 from diffdefense.settings import PRESETS
-from diffdefense.shipped import BUNDLES_DIR
+from diffdefense.shipped import BUNDLES_DIR, read_manifest
 from diffdefense.training.loading import load_classifier, load_unet
 from diffdefense.training.quality import unet_size
 
 BATCH_SIZES = (BATCH, 1)
 PRESET = "default"
-SHIPPED_UNET = "unet_bn"  # the U-Net of the shipped MNIST bundle
-# runtime variant -> (bundle, Defender options)
+FOLDED, GENERAL = dict(unet_graphs="folded"), dict(unet_graphs="general")
+# runtime variant -> (the U-Net its bundle carries, Defender options)
 RUNTIME_VARIANTS = {
-    "GroupNorm U-Net, general graph": ("groupnorm", dict(unet_graphs="general")),
-    "GroupNorm U-Net, folded timesteps": ("groupnorm", dict(unet_graphs="folded")),
-    "BatchNorm U-Net, general graph": ("shipped", dict(unet_graphs="general")),
-    "BatchNorm U-Net, folded timesteps": ("shipped", dict(unet_graphs="folded")),
-    "BatchNorm U-Net, folded timesteps, int8": ("shipped", dict(unet_graphs="folded", precision="int8")),
+    "GroupNorm U-Net, general graph": ("unet", GENERAL),
+    "GroupNorm U-Net, folded timesteps": ("unet", FOLDED),
+    "BatchNorm U-Net, general graph": ("unet_bn", GENERAL),
+    "BatchNorm U-Net, folded timesteps": ("unet_bn", FOLDED),
+    "BatchNorm U-Net, folded timesteps, int8": ("unet_bn", dict(FOLDED, precision="int8")),
+    "narrow BatchNorm U-Net, folded timesteps": ("unet_bn_small", FOLDED),
+    "narrow BatchNorm U-Net, folded timesteps, int8": ("unet_bn_small", dict(FOLDED, precision="int8")),
 }
+# reference variant -> (U-Net, compiled); the speedup table sets each runtime row beside the references of its net
 REFERENCE_VARIANTS = {
     "GroupNorm U-Net, eager": ("unet", False),
-    "BatchNorm U-Net, eager": (SHIPPED_UNET, False),
-    "BatchNorm U-Net, torch.compile": (SHIPPED_UNET, True),
+    "BatchNorm U-Net, eager": ("unet_bn", False),
+    "BatchNorm U-Net, torch.compile": ("unet_bn", True),
+    "narrow BatchNorm U-Net, eager": ("unet_bn_small", False),
+    "narrow BatchNorm U-Net, torch.compile": ("unet_bn_small", True),
 }
 
 
@@ -51,27 +59,49 @@ def chunks(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
 
 
-def record(benchmark, batch_size: int, **info) -> None:
-    """Milliseconds per image: a round's median over the BATCH images it defended."""
-    benchmark.extra_info.update(ms_per_image=1000 * benchmark.stats.stats.median / BATCH, batch_size=batch_size, **info)
+def record(benchmark, batch_size: int, unet_name: str, **info) -> None:
+    """Milliseconds per image (a round's median over the BATCH images it defended) and the net's FLOPs."""
+    benchmark.extra_info.update(
+        ms_per_image=1000 * benchmark.stats.stats.median / BATCH,
+        batch_size=batch_size,
+        unet=unet_name,
+        unet_flops_per_evaluation=unet_flops(unet_name),
+        **info,
+    )
 
 
-@pytest.fixture(scope="module")
-def bundles() -> dict[str, Path]:
-    """The shipped MNIST bundle, and a bundle of the GroupNorm U-Net made once into .benchmarks/ (no threshold)."""
-    groupnorm = Path(".benchmarks") / "bundles" / "mnist-groupnorm"
-    if not (groupnorm / "manifest.json").is_file():
+@functools.cache
+def unet_flops(unet_name: str) -> float:
+    return unet_size(load_unet("mnist", name=unet_name)[0])["flops_per_image"]
+
+
+def shipped_or_skip(unet_name: str) -> None:
+    if f"mnist/{unet_name}.safetensors" not in read_manifest()["files"]:
+        pytest.skip(f"no shipped MNIST {unet_name} weights: train them (docs/training.md)")
+
+
+@functools.cache
+def bundle_of(unet_name: str) -> Path:
+    """The shipped MNIST bundle if it carries this U-Net, else one exported once into .benchmarks/ (the GroupNorm
+    net without int8 graphs; its threshold and int8 calibration from 50 training images: speed only)."""
+    shipped = BUNDLES_DIR / "mnist"
+    manifest_path = shipped / "manifest.json"
+    if BundleManifest.from_json(json.loads(manifest_path.read_text()), manifest_path).unet_source == unet_name:
+        return shipped
+    folder = Path(".benchmarks") / "bundles" / f"mnist-{unet_name}"
+    if not (folder / "manifest.json").is_file():
         from diffdefense.export.bundle import export_bundle
 
-        export_bundle("mnist", groupnorm, PRESET, calibration_images=0, unet_name="unet", int8=False)
-    return {"shipped": BUNDLES_DIR / "mnist", "groupnorm": groupnorm}
+        export_bundle("mnist", folder, PRESET, calibration_images=50, unet_name=unet_name)
+    return folder
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
 @pytest.mark.parametrize("variant", list(RUNTIME_VARIANTS))
-def test_runtime_onnxruntime_cpu(benchmark, images, bundles, variant, batch_size):
-    bundle, options = RUNTIME_VARIANTS[variant]
-    with Defender(bundles[bundle], PRESET, **options) as defender:
+def test_runtime_onnxruntime_cpu(benchmark, images, variant, batch_size):
+    unet_name, options = RUNTIME_VARIANTS[variant]
+    shipped_or_skip(unet_name)
+    with Defender(bundle_of(unet_name), PRESET, **options) as defender:
         labels = benchmark.pedantic(
             lambda: np.concatenate([defender(chunk).labels for chunk in chunks(images, batch_size)]),
             rounds=3,
@@ -80,6 +110,7 @@ def test_runtime_onnxruntime_cpu(benchmark, images, bundles, variant, batch_size
         record(
             benchmark,
             batch_size,
+            unet_name,
             preset=PRESET,
             backend=f"runtime onnxruntime CPU: {variant}",
             variant=variant,
@@ -93,6 +124,7 @@ def test_runtime_onnxruntime_cpu(benchmark, images, bundles, variant, batch_size
 @pytest.mark.parametrize("variant", list(REFERENCE_VARIANTS))
 def test_reference_pytorch_cpu(benchmark, images, variant, batch_size):
     unet_name, compiled = REFERENCE_VARIANTS[variant]
+    shipped_or_skip(unet_name)
     unet, schedule = load_unet("mnist", name=unet_name)
     if compiled:
         import torch._inductor.config as inductor_config
@@ -115,9 +147,11 @@ def test_reference_pytorch_cpu(benchmark, images, variant, batch_size):
     record(
         benchmark,
         batch_size,
+        unet_name,
         preset=PRESET,
         backend=f"reference PyTorch CPU: {variant}",
         variant=variant,
+        reference="torch.compile" if compiled else "eager",
         threads=torch.get_num_threads(),
     )
     assert labels.shape == (BATCH,)
@@ -127,8 +161,8 @@ def test_reference_pytorch_cpu(benchmark, images, variant, batch_size):
 def test_sgemm_peak(benchmark, library):
     """The float32 rate this CPU attains at its best (a 2048 x 2048 matrix product, all threads, through torch's and
     numpy's BLAS; tools/speedup_table.py takes the faster), and the U-Net's FLOPs per evaluation: together the least
-    time any float32 backend needs per image (the U-Net's small convolutions reach less than a large matrix product
-    does)."""
+    time any float32 backend needs per image with each row's U-Net (its small convolutions reach less than a large
+    matrix product does)."""
     n = 2048
     a, b = torch.randn(n, n, generator=torch.Generator().manual_seed(0)), torch.randn(n, n)
     multiply = torch.mm if library == "torch" else np.matmul
@@ -139,7 +173,6 @@ def test_sgemm_peak(benchmark, library):
         backend="sgemm float32",
         library=library,
         gflops=2 * n**3 / benchmark.stats.stats.min / 1e9,
-        unet_flops_per_evaluation=unet_size(load_unet("mnist", name=SHIPPED_UNET)[0])["flops_per_image"],
         threads=torch.get_num_threads(),
     )
     assert benchmark.extra_info["gflops"] > 0
@@ -170,6 +203,5 @@ def test_int8_gemm_peak(benchmark):
         backend="gemm int8",
         library=f"onnxruntime {onnxruntime.__version__} MatMulInteger (onnx {onnx.__version__})",
         gops=2 * n**3 / benchmark.stats.stats.min / 1e9,
-        unet_flops_per_evaluation=unet_size(load_unet("mnist", name=SHIPPED_UNET)[0])["flops_per_image"],
     )
     assert benchmark.extra_info["gops"] > 0

@@ -1,9 +1,9 @@
 """The side-by-side latency table from a pytest-benchmark JSON of benchmarks/test_bench_defense.py.
 
 Every runtime and reference variant measured in the run, per batch size, in milliseconds per image, with its ratio
-to the PyTorch reference on the same weights (eager and compiled), and the floors the run's matrix-product rates
-set: the U-Net's FLOPs per image at the float32 rate and at the int8 rate, the least time any backend of that
-precision could take on that CPU.
+to the PyTorch reference on the same weights (eager and compiled: the references of the row's own U-Net), and the
+floors the run's matrix-product rates set: the row's U-Net FLOPs per image at the float32 rate and at the int8 rate,
+the least time any backend of that precision could take on that CPU with that net.
 
     python tools/speedup_table.py benchmarks/results/defense_cpu.json
 """
@@ -18,6 +18,7 @@ import click
 
 FLOAT32_PEAK = "sgemm float32"
 INT8_PEAK = "gemm int8"
+# The references of a run whose rows do not name their U-Net (results written before there was more than one)
 EAGER = "BatchNorm U-Net, eager"
 COMPILED = "BatchNorm U-Net, torch.compile"
 
@@ -32,11 +33,13 @@ class Peaks:
     int8_gops: float | None
     unet_flops: float | None
 
-    def floor_ms(self, evaluations: int, precision: str = "float32") -> float | None:
+    def floor_ms(self, evaluations: int, precision: str = "float32", unet_flops: float | None = None) -> float | None:
+        """unet_flops: the row's net (default: the one the peaks recorded)."""
         rate = self.int8_gops if precision == "int8" else self.float32_gflops
-        if not rate or not self.unet_flops:
+        flops = unet_flops or self.unet_flops
+        if not rate or not flops:
             return None
-        return 1000 * evaluations * self.unet_flops / (rate * 1e9)
+        return 1000 * evaluations * flops / (rate * 1e9)
 
 
 def measured_peaks(benchmarks: list[dict]) -> Peaks:
@@ -48,13 +51,25 @@ def measured_peaks(benchmarks: list[dict]) -> Peaks:
     return Peaks(float32 and float32["gflops"], source, int8 and int8["gops"], flops)
 
 
+def _reference_key(info: dict, kind: str) -> tuple:
+    """The key of the row's eager or compiled reference: the same U-Net's where rows name theirs."""
+    if "unet" in info:
+        return ("reference", info["unet"], kind, info["batch_size"])
+    return ({"eager": EAGER, "torch.compile": COMPILED}[kind], info["batch_size"])
+
+
 def speedup_rows(benchmarks: list[dict]) -> list[dict]:
     """One row per (variant, batch size) that the run measured: side ('runtime' or 'reference'), ms per image, the
-    ratios eager / this and compiled / this (where the run has those references at that batch size), and the
-    floor for the variant's precision."""
+    ratios eager / this and compiled / this (where the run has those references of the row's U-Net at that batch
+    size), and the floor for the variant's precision and U-Net."""
     peaks = measured_peaks(benchmarks)
     measured = [b["extra_info"] for b in benchmarks if "ms_per_image" in b["extra_info"]]
     by_key = {(info["variant"], info["batch_size"]): info for info in measured}
+    by_key |= {
+        ("reference", info["unet"], info["reference"], info["batch_size"]): info
+        for info in measured
+        if "unet" in info and "reference" in info
+    }
     evaluations = max((info.get("unet_evaluations") or 0 for info in measured), default=0) or None
     rows = []
     for info in sorted(
@@ -69,11 +84,13 @@ def speedup_rows(benchmarks: list[dict]) -> list[dict]:
             "precision": precision,
             "ms_per_image": ms,
         }
-        for name, reference in (("vs_eager", EAGER), ("vs_compiled", COMPILED)):
-            if (reference, batch) in by_key:
-                row[name] = by_key[(reference, batch)]["ms_per_image"] / ms
+        for name, kind in (("vs_eager", "eager"), ("vs_compiled", "torch.compile")):
+            if (reference := by_key.get(_reference_key(info, kind))) is not None:
+                row[name] = reference["ms_per_image"] / ms
         if evaluations:
-            row["floor_ms"] = peaks.floor_ms(info.get("unet_evaluations") or evaluations, precision)
+            row["floor_ms"] = peaks.floor_ms(
+                info.get("unet_evaluations") or evaluations, precision, info.get("unet_flops_per_evaluation")
+            )
         rows.append(row)
     return rows
 
@@ -87,7 +104,14 @@ def speedup_markdown(data: dict) -> str:
         lines.append(f"float32 matrix product: {peaks.float32_gflops:.1f} GFLOP/s ({peaks.float32_source}).")
     if peaks.int8_gops:
         lines.append(f"int8 matrix product (onnxruntime MatMulInteger): {peaks.int8_gops:.1f} GOP/s.")
-    if peaks.unet_flops:
+    nets = {
+        i["unet"]: i["unet_flops_per_evaluation"]
+        for b in benchmarks
+        if "unet_flops_per_evaluation" in (i := b["extra_info"]) and "unet" in i
+    }
+    if nets:
+        lines.append("U-Net MFLOP per evaluation: " + ", ".join(f"{n} {f / 1e6:.1f}" for n, f in nets.items()) + ".")
+    elif peaks.unet_flops:
         lines.append(f"U-Net: {peaks.unet_flops / 1e6:.1f} MFLOP per evaluation.")
     lines += [
         "",

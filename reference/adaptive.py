@@ -1,7 +1,12 @@
 """Adaptive attacks through the defence (the paper ran none; Athalye et al. 2018 broke Defense-GAN with them).
 
-BPDA-PGD: PGD whose gradient treats the defence as the identity. EOT-PGD (true gradient): PGD whose gradient
-runs through the whole unrolled optimisation, averaged over new draws of the defence's randomness.
+Three attacks, PGD and AutoAttack's APGD-CE and APGD-DLR (Croce and Hein 2020, step size adapted on the fly), each
+with one of three gradients:
+- 'bpda': the defence as the identity backward (BPDA), the defence's own seed in every forward pass: the attack sees
+  the very function that is evaluated;
+- 'bpda-eot': BPDA averaged over eot_iter new draws of the defence's randomness per step (EOT): the seeds of the
+  draws vary per sample, so no one draw is fitted;
+- 'true': the gradient through the whole unrolled optimisation, averaged over eot_iter draws (EOT).
 """
 
 from __future__ import annotations
@@ -12,14 +17,19 @@ import torch
 import torchattacks
 from torch import nn
 
+from diffdefense.evaluation_config import ADAPTIVE_ATTACKS, ADAPTIVE_GRADIENTS
 from diffdefense.reference.defended import DefendedClassifier
 from diffdefense.reference.defense import ReferenceDefense
+
+GRADIENTS = ADAPTIVE_GRADIENTS
+APGD_LOSSES = {"APGD-CE": "ce", "APGD-DLR": "dlr"}
 
 
 @dataclass(frozen=True)
 class AdaptiveBudget:
-    """name: for the report; gradient: 'bpda' or 'true'; eps, alpha, steps: PGD's; eot_iter: gradients averaged
-    per step over the defence's randomness (1: none)."""
+    """name: for the report; gradient: one of GRADIENTS; eps, alpha, steps: the attack's (alpha: PGD's step; APGD
+    sets its own); eot_iter: gradients averaged per step over the defence's randomness (1: none); attack: one of
+    ADAPTIVE_ATTACKS."""
 
     name: str
     gradient: str
@@ -27,16 +37,41 @@ class AdaptiveBudget:
     alpha: float
     steps: int
     eot_iter: int = 1
+    attack: str = "PGD"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def adaptive_budgets(eps: float, steps: int = 20, eot_iter: int = 4) -> list[AdaptiveBudget]:
+def budget_name(attack: str, gradient: str, eps: float, steps: int | None = None) -> str:
+    """'BPDA-PGD eps 0.3', 'BPDA+EOT-APGD-CE eps 0.1', 'EOT-PGD (true gradient) eps 0.3'; with steps for APGD (its
+    result depends on the step budget, which a convergence check varies)."""
+    prefix = {"bpda": "BPDA", "bpda-eot": "BPDA+EOT", "true": "EOT"}[gradient]
+    name = f"{prefix}-{attack}" + (" (true gradient)" if gradient == "true" else "") + f" eps {eps}"
+    return name if attack == "PGD" or steps is None else f"{name}, {steps} steps"
+
+
+def adaptive_budgets(
+    eps: float,
+    steps: int = 20,
+    eot_iter: int = 4,
+    attacks: tuple[str, ...] = ("PGD",),
+    gradients: tuple[str, ...] = ("bpda", "true"),
+) -> list[AdaptiveBudget]:
+    """Every attack with every gradient at eps, in that order."""
     alpha = 2.5 * eps / steps  # Madry et al.'s rule of thumb: the walk can cross the ball 2.5 times
     return [
-        AdaptiveBudget(f"BPDA-PGD eps {eps}", "bpda", eps, alpha, steps),
-        AdaptiveBudget(f"EOT-PGD (true gradient) eps {eps}", "true", eps, alpha, steps, eot_iter),
+        AdaptiveBudget(
+            budget_name(attack, gradient, eps, steps),
+            gradient,
+            eps,
+            alpha,
+            steps,
+            1 if gradient == "bpda" else eot_iter,
+            attack,
+        )
+        for attack in attacks
+        for gradient in gradients
     ]
 
 
@@ -50,9 +85,26 @@ def run_adaptive(
     batch_size: int = 25,
 ) -> torch.Tensor:
     """Adversarial images built through the defence, seeded."""
+    if budget.attack not in ADAPTIVE_ATTACKS or budget.gradient not in GRADIENTS:
+        raise ValueError(
+            f"Expected an attack in {list(ADAPTIVE_ATTACKS)} and a gradient in {list(GRADIENTS)}, but got "
+            f"{budget.attack!r} and {budget.gradient!r}."
+        )
     torch.manual_seed(seed)
-    model = DefendedClassifier(classifier, defense, budget.gradient, randomize=budget.eot_iter > 1)
-    if budget.eot_iter > 1:
+    gradient = "true" if budget.gradient == "true" else "bpda"
+    model = DefendedClassifier(classifier, defense, gradient, randomize=budget.eot_iter > 1)
+    if budget.attack in APGD_LOSSES:
+        attack = torchattacks.APGD(
+            model,
+            norm="Linf",
+            eps=budget.eps,
+            steps=budget.steps,
+            n_restarts=1,
+            seed=seed,
+            loss=APGD_LOSSES[budget.attack],
+            eot_iter=budget.eot_iter,
+        )
+    elif budget.eot_iter > 1:
         attack = torchattacks.EOTPGD(
             model, eps=budget.eps, alpha=budget.alpha, steps=budget.steps, eot_iter=budget.eot_iter, random_start=True
         )

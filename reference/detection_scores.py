@@ -13,7 +13,6 @@ defence call per image; the attacks come from the preset sweep's cache (same ima
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -23,9 +22,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from diffdefense.data import load_dataset
+from diffdefense.machine import cpu_model
 from diffdefense.reference.defense import Reconstruction, ReferenceDefense
 from diffdefense.reference.evaluation import ArrayCache, pick_indices
 from diffdefense.settings import PRESETS
+from diffdefense.shipped import UNET_NAMES
 from diffdefense.training.loading import load_unet
 
 ATTACKS = ("FGSM", "PGD", "DeepFool", "Square", "AutoAttack", "EAD")
@@ -78,7 +79,7 @@ def auroc_table(scores: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str,
 @click.option("--dataset", type=click.Choice(["mnist", "kmnist"]), default="mnist", show_default=True)
 @click.option("-n", "--num-images", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="default", show_default=True)
-@click.option("--unet", type=click.Choice(["unet", "unet_bn"]), default="unet_bn", show_default=True)
+@click.option("--unet", type=click.Choice(UNET_NAMES), default="unet_bn", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--attack", "attacks", multiple=True, default=ATTACKS, show_default=True)
 @click.option(
@@ -111,7 +112,7 @@ def main(dataset, num_images, preset, unet, seed, attacks, attack_cache, batch_s
         "unet": unet,
         "auroc": table,
         "seconds": round(time.perf_counter() - started, 1),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")

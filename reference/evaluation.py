@@ -143,8 +143,10 @@ def attack_sources(config: EvaluationConfig) -> list[tuple[str, str]]:
 
 
 def adaptive_tag(budget: AdaptiveBudget) -> str:
-    """The whole budget in the name, so a cached attack is never reused for another budget."""
-    return f"adaptive_{budget.gradient}_eps_{budget.eps}_steps_{budget.steps}_eot_{budget.eot_iter}"
+    """The whole budget in the name, so a cached attack is never reused for another budget (PGD's tags keep the
+    form they had before there were other adaptive attacks)."""
+    attack = "" if budget.attack == "PGD" else f"{budget.attack}_"
+    return f"adaptive_{attack}{budget.gradient}_eps_{budget.eps}_steps_{budget.steps}_eot_{budget.eot_iter}"
 
 
 def run_evaluation(
@@ -237,15 +239,16 @@ def run_evaluation(
 
 
 def chosen_adaptive_budgets(config: EvaluationConfig) -> list[AdaptiveBudget]:
-    """The adaptive attacks a run makes: both gradients' budgets at each eps, less those not chosen; none when
+    """The adaptive attacks a run makes: each chosen attack with each chosen gradient at each eps; none when
     adaptive_images is 0. Their names are the report's rows."""
     if not config.adaptive_images:
         return []
     return [
         budget
         for eps in config.adaptive_eps
-        for budget in adaptive_budgets(eps, config.adaptive_steps, config.eot_iter)
-        if budget.gradient in config.adaptive_gradients
+        for budget in adaptive_budgets(
+            eps, config.adaptive_steps, config.eot_iter, config.adaptive_attacks, config.adaptive_gradients
+        )
     ]
 
 

@@ -22,6 +22,7 @@ from diffdefense.reference.attacks import run_attack
 from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.reference.evaluation import ArrayCache, binarized, defend, pick_indices, predict
 from diffdefense.settings import PRESETS, DefenseSettings
+from diffdefense.shipped import UNET_NAMES
 from diffdefense.training.loading import load_classifier, load_unet
 
 ATTACKS = ("FGSM", "PGD", "DeepFool", "Square", "AutoAttack", "EAD")
@@ -56,7 +57,7 @@ def parse_overrides(text: str) -> dict:
 @click.option("--try", "tries", multiple=True, help="Overrides on --base, e.g. 'num_steps=10,lr=0.5' (repeat).")
 @click.option("--attack", "attacks", multiple=True, default=ATTACKS, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--unet", type=click.Choice(["unet", "unet_bn"]), default="unet", show_default=True)
+@click.option("--unet", type=click.Choice(UNET_NAMES), default="unet", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def main(dataset, num_images, base, tries, attacks, seed, unet, batch_size, out) -> None:

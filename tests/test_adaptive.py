@@ -60,6 +60,45 @@ def test_an_adaptive_attack_leaves_the_classifier_in_eval_mode(parts):
     assert not classifier.training and not any(module.training for module in classifier.modules())
 
 
+@pytest.mark.parametrize("attack", ["APGD-CE", "APGD-DLR"])
+@pytest.mark.parametrize("gradient", ["bpda", "bpda-eot"])
+def test_apgd_through_the_defence_stays_in_the_ball_and_is_seeded(parts, attack, gradient):
+    from diffdefense.reference.adaptive import adaptive_budgets, run_adaptive
+
+    classifier, defense = parts
+    (budget,) = adaptive_budgets(0.1, steps=2, eot_iter=2, attacks=(attack,), gradients=(gradient,))
+    assert budget.attack == attack and budget.eot_iter == (1 if gradient == "bpda" else 2)
+    x, y = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.tensor([1, 2, 3])
+    first, again = (run_adaptive(budget, classifier, defense, x, y, seed=5) for _ in range(2))
+    assert (first - x).abs().max() <= 0.1 + 1e-6 and first.min() >= 0 and first.max() <= 1
+    torch.testing.assert_close(first, again)
+
+
+def test_budget_names_and_cache_tags_tell_every_budget_apart():
+    from diffdefense.reference.adaptive import adaptive_budgets
+    from diffdefense.reference.evaluation import adaptive_tag
+
+    budgets = [
+        budget
+        for eps in (0.3, 0.1)
+        for budget in adaptive_budgets(eps, 20, 4, ("PGD", "APGD-CE", "APGD-DLR"), ("bpda", "bpda-eot", "true"))
+    ]
+    assert len({b.name for b in budgets}) == len({adaptive_tag(b) for b in budgets}) == len(budgets) == 18
+    # the rows and cache files PGD had before the other attacks keep their names
+    pgd = {b.name: adaptive_tag(b) for b in budgets if b.attack == "PGD" and b.gradient != "bpda-eot"}
+    assert pgd["BPDA-PGD eps 0.3"] == "adaptive_bpda_eps_0.3_steps_20_eot_1"
+    assert pgd["EOT-PGD (true gradient) eps 0.1"] == "adaptive_true_eps_0.1_steps_20_eot_4"
+    assert "BPDA+EOT-APGD-DLR eps 0.3, 20 steps" in {b.name for b in budgets}
+
+
+def test_an_unknown_adaptive_attack_is_refused(parts):
+    from diffdefense.reference.adaptive import AdaptiveBudget, run_adaptive
+
+    budget = AdaptiveBudget("x", "bpda", 0.1, 0.05, 1, attack="CW")
+    with pytest.raises(ValueError, match="attack in"):
+        run_adaptive(budget, *parts, torch.rand(1, 1, 28, 28), torch.tensor([1]))
+
+
 def test_art_preprocessor_shape(parts):
     _, defense = parts
     preprocessor = DiffDefensePreprocessor(defense)

@@ -78,3 +78,21 @@ def test_the_tool_prints_the_cpu_the_rates_and_the_rows(tmp_path):
     assert (
         "| runtime: BatchNorm U-Net, folded timesteps | 8 | 30.0 | 3.00 | 2.00 | 60.0 ms (float32) |" in result.output
     )
+
+
+def test_rows_that_name_their_unet_are_set_beside_that_nets_references_and_floor():
+    def named(side, variant, unet, ms, flops, **extra):
+        return bench(side, variant, 8, ms, unet=unet, unet_flops_per_evaluation=flops, **extra)
+
+    runs = [
+        named("runtime", "wide, folded", "wide", 30.0, 50e6, unet_evaluations=120),
+        named("runtime", "narrow, folded", "narrow", 10.0, 10e6, unet_evaluations=120),
+        named("reference", "wide, eager", "wide", 90.0, 50e6, reference="eager"),
+        named("reference", "narrow, eager", "narrow", 40.0, 10e6, reference="eager"),
+        named("reference", "narrow, compiled", "narrow", 20.0, 10e6, reference="torch.compile"),
+    ]
+    rows = {r["variant"]: r for r in speedup_rows(runs + PEAKS)}
+    assert rows["wide, folded"]["vs_eager"] == 3.0 and "vs_compiled" not in rows["wide, folded"]
+    assert rows["narrow, folded"]["vs_eager"] == 4.0 and rows["narrow, folded"]["vs_compiled"] == 2.0
+    # 120 evaluations x 10 MFLOP at 100 GFLOP/s: the narrow net's own floor, not the peaks' 50 MFLOP net
+    assert abs(rows["narrow, folded"]["floor_ms"] - 12.0) < 1e-9

@@ -99,7 +99,11 @@ def _initialise_from(run_dir: str, model: torch.nn.Module, ema: torch.nn.Module)
     }
 
 
-def train_ddpm(config: DDPMConfig, out_dir: Path, data_root: Path | None = None, do_ship: bool = True) -> dict:
+def train_ddpm(
+    config: DDPMConfig, out_dir: Path, data_root: Path | None = None, do_ship: bool = True, ship_as: str | None = None
+) -> dict:
+    """ship_as: the shipped name (default by normalisation: 'unet' or 'unet_bn'), e.g. 'unet_bn_small' for a
+    narrower deployment net beside the default one."""
     seed_everything(config.seed)
     train_set = load_dataset(config.dataset, "train", data_root)
     train_x = to_model_range(train_set.as_tensors()[0])
@@ -170,7 +174,7 @@ def train_ddpm(config: DDPMConfig, out_dir: Path, data_root: Path | None = None,
         )
 
     recalibrate_batchnorm(ema, schedule, train_x, config.seed)
-    name = SHIPPED_NAMES[config.norm]
+    name = ship_as or SHIPPED_NAMES[config.norm]
     record = {
         "model": f"{name} (EMA weights)",
         "command": command_line(),

@@ -14,7 +14,8 @@ from diffdefense.cli.common import (
     main,
     seed_option,
 )
-from diffdefense.evaluation_config import EvaluationConfig
+from diffdefense.evaluation_config import ADAPTIVE_ATTACKS, ADAPTIVE_GRADIENTS, EvaluationConfig
+from diffdefense.shipped import UNET_NAMES
 
 DEFAULTS = EvaluationConfig()  # the options' defaults are the config's own
 
@@ -25,7 +26,7 @@ DEFAULTS = EvaluationConfig()  # the options' defaults are the config's own
 @click.option("-n", "--num-images", type=click.IntRange(min=1), default=DEFAULTS.num_images, show_default=True)
 @click.option(
     "--unet",
-    type=click.Choice(["unet", "unet_bn"]),
+    type=click.Choice(UNET_NAMES),
     default=DEFAULTS.unet,
     show_default=True,
     help="The shipped noise predictor: GroupNorm ('unet') or BatchNorm folded at export ('unet_bn').",
@@ -45,15 +46,26 @@ DEFAULTS = EvaluationConfig()  # the options' defaults are the config's own
     type=click.IntRange(min=0),
     default=DEFAULTS.adaptive_images,
     show_default=True,
-    help="Run BPDA-PGD and true-gradient EOT-PGD through the defence on the first N images (0: skip).",
+    help="Run attacks through the defence on the first N images (0: skip): by default BPDA-PGD and true-gradient "
+    "EOT-PGD.",
 )
 @click.option("--adaptive-steps", type=click.IntRange(min=1), default=DEFAULTS.adaptive_steps, show_default=True)
 @click.option(
+    "--adaptive-attack",
+    "adaptive_attacks",
+    type=click.Choice(ADAPTIVE_ATTACKS),
+    multiple=True,
+    help=f"Which attacks run through the defence (repeat); default {', '.join(DEFAULTS.adaptive_attacks)}. APGD-CE "
+    "and APGD-DLR are AutoAttack's components (their step size adapts; their rows name the steps).",
+)
+@click.option(
     "--adaptive-gradient",
     "adaptive_gradients",
-    type=click.Choice(["bpda", "true"]),
+    type=click.Choice(ADAPTIVE_GRADIENTS),
     multiple=True,
-    help="Which adaptive attacks to run (repeat); default both. The true gradient costs far more.",
+    help="Which gradients through the defence (repeat); default bpda and true. bpda: the identity backward with "
+    "the defence's own seed; bpda-eot: the identity averaged over --eot-iter draws of the defence's randomness; "
+    "true: the unrolled optimisation's gradient with EOT (costs far more).",
 )
 @click.option("--eot-iter", type=click.IntRange(min=1), default=DEFAULTS.eot_iter, show_default=True)
 @seed_option
@@ -86,6 +98,7 @@ def evaluate_command(
     batch_size,
     adaptive_images,
     adaptive_steps,
+    adaptive_attacks,
     adaptive_gradients,
     eot_iter,
     seed,
@@ -112,6 +125,7 @@ def evaluate_command(
         adaptive_steps=adaptive_steps,
         eot_iter=eot_iter,
         **({"adaptive_gradients": tuple(adaptive_gradients)} if adaptive_gradients else {}),
+        **({"adaptive_attacks": tuple(adaptive_attacks)} if adaptive_attacks else {}),
         **({"attacks": tuple(attacks)} if attacks else {}),
     )
     try:

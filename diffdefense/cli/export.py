@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from diffdefense.cli.common import PRESET_NAMES, data_root_option, dataset_option, main
+from diffdefense.shipped import UNET_NAMES
 
 
 @main.command("export")
@@ -36,7 +37,7 @@ from diffdefense.cli.common import PRESET_NAMES, data_root_option, dataset_optio
 @click.option("--fp16/--no-fp16", default=False, show_default=True, help="Half-precision TensorRT engines.")
 @click.option(
     "--unet",
-    type=click.Choice(["unet", "unet_bn"]),
+    type=click.Choice(UNET_NAMES),
     default=None,
     help="The shipped U-Net to export: GroupNorm ('unet') or BatchNorm folded into the convolutions ('unet_bn'); "
     "default: unet_bn where it is shipped for DATASET.",

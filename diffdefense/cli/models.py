@@ -12,6 +12,7 @@ from diffdefense.cli.common import (
     main,
     seed_option,
 )
+from diffdefense.shipped import UNET_NAMES
 
 
 @main.group()
@@ -79,7 +80,7 @@ def models_stats(channels, as_json) -> None:
 @models.command("sample")
 @dataset_option
 @click.option("-n", "--num-samples", type=click.IntRange(min=64), default=1000, show_default=True)
-@click.option("--unet", type=click.Choice(["unet", "unet_bn"]), default="unet", show_default=True)
+@click.option("--unet", type=click.Choice(UNET_NAMES), default="unet", show_default=True)
 @seed_option
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("docs/figures"), show_default=True

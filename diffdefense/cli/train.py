@@ -15,6 +15,7 @@ from diffdefense.cli.common import (
     ship_option,
 )
 from diffdefense.training.configs import ClassifierConfig, DDPMConfig, WGANConfig
+from diffdefense.training.loading import UNETS
 
 WGAN = WGANConfig()
 
@@ -84,15 +85,22 @@ def train_classifier_command(out, data_root, ship, **settings) -> None:
     default=None,
     help="Start from this finished run's weights and EMA (a new learning-rate schedule).",
 )
+@click.option(
+    "--ship-as",
+    type=click.Choice(UNETS),
+    default=None,
+    help="The shipped name; default 'unet' for GroupNorm, 'unet_bn' for BatchNorm ('unet_bn_small': a narrower "
+    "BatchNorm net).",
+)
 @seed_option
 @data_root_option
 @out_option
 @ship_option
-def train_ddpm_command(out, data_root, ship, **settings) -> None:
+def train_ddpm_command(out, data_root, ship, ship_as, **settings) -> None:
     """Train the DDPM noise predictor; resumes from OUT's checkpoint if there is one."""
     from diffdefense.training.train_ddpm import train_ddpm
 
-    record = train_ddpm(DDPMConfig(**settings), out, data_root, do_ship=ship)
+    record = train_ddpm(DDPMConfig(**settings), out, data_root, do_ship=ship, ship_as=ship_as)
     click.echo(f"final mean loss {record['final_metrics']['mean_loss_last_epoch']:.4f}")
 
 
