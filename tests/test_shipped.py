@@ -10,7 +10,8 @@ from diffdefense import shipped
 
 DATASETS = ("mnist", "kmnist")
 MODELS = ("model_a", "model_b", "unet")
-EXTRA_MODELS = {"mnist": ("unet_bn", "generator")}  # the BatchNorm U-Net behind the MNIST bundle; Defense-GAN's WGAN
+# MNIST's BatchNorm U-Nets (the wide one and the narrow one) and the Defense-GAN baseline's WGAN generator
+EXTRA_MODELS = {"mnist": ("unet_bn", "unet_bn_small", "generator")}
 EXPECTED = {
     f"{d}/{m}.{ext}" for d in DATASETS for m in (*MODELS, *EXTRA_MODELS.get(d, ())) for ext in ("safetensors", "json")
 }
