@@ -23,8 +23,9 @@ FORMAT_KEY = "format_version"  # the key a bundle manifest uses too (runtime/man
 LEGACY_FORMAT_KEY = "format"  # the key's earlier name: still read, never written (add_files renames it)
 WEIGHTS_ENV_VAR = "DIFFDEFENSE_WEIGHTS"
 # The DDPM noise predictors a data set may ship (training/models/unet.py): the GroupNorm net, the deployment-shaped
-# BatchNorm net (folded into its convolutions at export), and a narrower BatchNorm net, 8-16-32 channels wide.
-UNET_NAMES = ("unet", "unet_bn", "unet_bn_small")
+# BatchNorm net (folded into its convolutions at export), a narrower BatchNorm net, 8-16-32 channels wide, and that
+# net fine-tuned on the timesteps the defence uses (t < 15), which cannot sample from noise.
+UNET_NAMES = ("unet", "unet_bn", "unet_bn_small", "unet_bn_small_t15")
 
 
 class ChecksumError(ValueError):

@@ -146,6 +146,12 @@ def export_bundle(
     roles = ROLES if vjp else {role: name for role, name in ROLES.items() if role != "unet_vjp"}
     unet_name = unet_name or default_unet(dataset)
     unet, schedule = load_unet(dataset, name=unet_name)
+    trained = getattr(unet, "trained_timesteps", schedule.num_steps)
+    if PRESETS[preset].start_step >= trained:
+        raise ValueError(
+            f"{dataset}'s {unet_name} was trained on timesteps below {trained} only, but the {preset!r} preset starts "
+            f"at index {PRESETS[preset].start_step}: export it with a preset that starts below {trained}."
+        )
     norm = getattr(unet, "norm", "group")
     if int8 is None:
         int8 = norm == "batch"
@@ -198,6 +204,7 @@ def export_bundle(
             sources=source_checksums(dataset, unet_name),
             unet_source=unet_name,
             timestep_graphs=timestep_graphs,
+            unet_trained_timesteps=trained if trained < schedule.num_steps else None,
             versions={
                 "diffdefense": __version__,
                 "torch": torch.__version__,

@@ -80,8 +80,9 @@ class BundleManifest:
     """What a bundle holds, checked. image_shape: (channels, height, width) of one float32 image in [0, 1] (the model
     works on [-1, 1]); betas: the training schedule; files: file name -> FileEntry; roles: role ('unet', 'unet_vjp',
     'classifier') -> file name; parity: each export check's largest absolute error against PyTorch; sources: the
-    sha256 of the weights it was exported from; versions: the package versions that exported it. Sequences are kept
-    as tuples and mappings as read-only views, so a manifest cannot change once checked."""
+    sha256 of the weights it was exported from; versions: the package versions that exported it;
+    unet_trained_timesteps: N where the U-Net was trained on t < N only (a defence must start below it). Sequences
+    are kept as tuples and mappings as read-only views, so a manifest cannot change once checked."""
 
     dataset: str
     labels: tuple[str, ...]
@@ -97,6 +98,7 @@ class BundleManifest:
     versions: Mapping[str, str] | None = None
     unet_source: str | None = None
     timestep_graphs: Mapping[str, Mapping[int, str]] | None = None
+    unet_trained_timesteps: int | None = None  # the U-Net saw t < this in training (None: every step)
 
     def __post_init__(self) -> None:
         for name in ("labels", "image_shape", "betas"):
@@ -148,6 +150,7 @@ class BundleManifest:
                 if self.timestep_graphs is not None
                 else None
             ),
+            "unet_trained_timesteps": self.unet_trained_timesteps,
         }
         return manifest | {key: value for key, value in optional.items() if value is not None}
 
@@ -183,6 +186,7 @@ class BundleManifest:
             "versions": _optional_map(m.get("versions"), _text, "'versions' to map packages to versions", need),
             "unet_source": _optional_text(m.get("unet_source"), "the U-Net's shipped name as a string", need),
             "timestep_graphs": _timestep_graphs(m.get("timestep_graphs"), files, len(betas), need),
+            "unet_trained_timesteps": _trained_timesteps(m.get("unet_trained_timesteps"), settings, len(betas), need),
         }
         return cls(
             dataset=dataset,
@@ -208,6 +212,18 @@ def _needs(manifest_path: Path) -> Need:
             raise BundleError(f"{manifest_path}: expected {what}, but got {_short(got)}.")
 
     return need
+
+
+def _trained_timesteps(value: object, settings: DefenseSettings, steps: int, need: Need) -> int | None:
+    if value is None:
+        return None
+    need(type(value) is int and 1 <= value <= steps, f"unet_trained_timesteps as an integer in [1, {steps}]", value)
+    need(
+        settings.start_step < value,
+        f"a default start step below the U-Net's {value} trained timesteps",
+        settings.start_step,
+    )
+    return value
 
 
 def _check_version(version: object, manifest_path: Path) -> None:

@@ -76,3 +76,20 @@ def test_the_batchnorm_nets_prediction_is_bounded_on_latents_far_outside_trainin
         assert out.abs().max() == EPS_BOUND  # reached, and not passed
         assert FixedTimestepUNet(model, 14)(x).abs().max() <= EPS_BOUND
     assert trained_looking("group").eps_bound is None  # the shipped GroupNorm net is unchanged
+
+
+def test_training_on_low_timesteps_draws_only_those_and_the_defence_refuses_to_start_above_them():
+    from diffdefense.reference.defense import ReferenceDefense
+    from diffdefense.settings import PRESETS
+    from diffdefense.training.ddpm import random_noising
+
+    schedule = NoiseSchedule.linear()
+    _, t, _ = random_noising(schedule, torch.zeros(500, 1, 28, 28), torch.Generator().manual_seed(0), 15)
+    assert t.max() == 14 and t.min() == 0
+    model = trained_looking("batch")
+    model.trained_timesteps = 15  # as load_unet sets it from the weights' metadata
+    ReferenceDefense(model, schedule, PRESETS["default"])  # starts at 14
+    with pytest.raises(
+        ValueError, match="trained on timesteps below 15 only, but the settings start the chain at index 20"
+    ):
+        ReferenceDefense(model, schedule, PRESETS["default"].with_(start_step=20))

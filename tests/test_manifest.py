@@ -68,6 +68,18 @@ def test_a_typed_optional_field_of_the_wrong_type_is_refused(change, message):
         BundleManifest.from_json(manifest, BUNDLES_DIR / "mnist" / "manifest.json")
 
 
+def test_a_unet_trained_on_low_timesteps_is_recorded_and_bounds_the_start_step():
+    _, m = shipped_manifest("mnist")
+    low = replace(m, unet_trained_timesteps=15)
+    assert BundleManifest.from_json(low.to_json(), BUNDLES_DIR) == low
+    written = replace(m, unet_trained_timesteps=10).to_json()  # the default settings start at 14
+    with pytest.raises(BundleError, match="a default start step below the U-Net's 10 trained timesteps, but got 14"):
+        BundleManifest.from_json(written, BUNDLES_DIR)
+    written["unet_trained_timesteps"] = 1000
+    with pytest.raises(BundleError, match=r"unet_trained_timesteps as an integer in \[1, 100\]"):
+        BundleManifest.from_json(written, BUNDLES_DIR)
+
+
 def test_one_sha256_for_bytes_and_files(tmp_path):
     data = bytes(range(256)) * 5000  # more than one block
     (tmp_path / "blob").write_bytes(data)
@@ -85,3 +97,19 @@ def test_the_weights_manifest_uses_the_bundles_format_key(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 2, "files": {}}))
     with pytest.raises(ValueError, match="has format version 2, but format version 1 was expected"):
         shipped.read_manifest(tmp_path)
+
+
+def test_the_runtime_refuses_settings_that_start_above_the_unets_trained_timesteps(tmp_path):
+    import shutil
+
+    from diffdefense.runtime.defender import Defender
+
+    folder = shutil.copytree(BUNDLES_DIR / "mnist", tmp_path / "bundle")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "unet_trained_timesteps": 15}))
+    with pytest.raises(
+        ValueError, match="trained on timesteps below 15 only, but the settings start the chain at index 20"
+    ):
+        Defender(folder, PRESETS["default"].with_(start_step=20))
+    with Defender(folder) as defender:  # the default settings start at 14
+        assert defender.settings.start_step == 14

@@ -31,6 +31,9 @@ class DDPMConfig:
     norm: str = "group"  # 'group' ships as 'unet'; 'batch' (folded into the convolutions at export) as 'unet_bn'
     seed: int = 0
     init_from: str | None = None  # a finished run folder whose weights (and EMA) this run starts from
+    # Train on t < max_timestep only (None: all T): a denoiser for the defence's start level and below, which gives
+    # up sampling from noise (the defence starts at index 14 and never calls the net above it).
+    max_timestep: int | None = None
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,20 @@ def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: 
 
 
 def random_noising(
-    schedule: NoiseSchedule, x0: torch.Tensor, generator=None
+    schedule: NoiseSchedule, x0: torch.Tensor, generator=None, max_timestep: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Training inputs: (x_t, t, noise) with t uniform over the trained steps and noise N(0, I)."""
-    t = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator)
+    """Training inputs: (x_t, t, noise) with t uniform over the trained steps (or over t < max_timestep) and noise
+    N(0, I)."""
+    t = torch.randint(0, max_timestep or schedule.num_steps, (x0.shape[0],), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     return q_sample(schedule, x0, t, noise), t, noise
 
 
-def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, generator=None) -> torch.Tensor:
+def diffusion_loss(
+    model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, generator=None, max_timestep: int | None = None
+) -> torch.Tensor:
     """L_simple of Ho et al. (formula 14): || eps - eps_theta(sqrt(abar) x0 + sqrt(1-abar) eps, t) ||^2."""
-    x_t, t, noise = random_noising(schedule, x0, generator)
+    x_t, t, noise = random_noising(schedule, x0, generator, max_timestep)
     return (model(x_t, t) - noise).pow(2).mean()
 
 

@@ -48,6 +48,8 @@ def load_unet(dataset: str, weights_dir: Path | None = None, name: str = "unet")
     model.load_state_dict(state)
     spec = json.loads(metadata["schedule"])
     schedule = NoiseSchedule.linear(spec["num_steps"], spec["beta_start"], spec["beta_end"])
+    # a net trained on t < N only (train ddpm --max-timestep): the defence refuses to start at or above N
+    model.trained_timesteps = int(metadata.get("trained_timesteps", spec["num_steps"]))
     return model.eval(), schedule
 
 

@@ -41,10 +41,16 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: torch.nn.Module, schedule: NoiseSchedule, train_x: torch.Tensor, seed: int, batches: int = 100
+    model: torch.nn.Module,
+    schedule: NoiseSchedule,
+    train_x: torch.Tensor,
+    seed: int,
+    batches: int = 100,
+    max_timestep: int | None = None,
 ) -> None:
     """BatchNorm statistics measured for these (EMA) weights: the exact mean over `batches` seeded training batches
-    of noised images at random timesteps, the training distribution. Leaves the model in eval mode."""
+    of noised images at random timesteps (t < max_timestep where given), the training distribution. Leaves the model
+    in eval mode."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     if not norms:
         return
@@ -55,7 +61,7 @@ def recalibrate_batchnorm(
     model.train()
     for _ in range(batches):
         batch = train_x[torch.randint(0, len(train_x), (128,), generator=generator)]
-        x_t, t, _ = random_noising(schedule, batch, generator)
+        x_t, t, _ = random_noising(schedule, batch, generator, max_timestep)
         model(x_t, t)
     for norm in norms:
         norm.momentum = 0.1
@@ -78,6 +84,8 @@ def unet_metadata(config: DDPMConfig) -> dict[str, str]:
         ),
         "model_range": "[-1, 1]",
         "prediction": "epsilon",
+        # the net was trained on t < trained_timesteps: a defence must start below it (training/loading.py)
+        "trained_timesteps": str(config.max_timestep or config.num_steps),
     }
 
 
@@ -104,6 +112,8 @@ def train_ddpm(
 ) -> dict:
     """ship_as: the shipped name (default by normalisation: 'unet' or 'unet_bn'), e.g. 'unet_bn_small' for a
     narrower deployment net beside the default one."""
+    if config.max_timestep is not None and not 1 <= config.max_timestep <= config.num_steps:
+        raise ValueError(f"Expected max_timestep in [1, {config.num_steps}], but got {config.max_timestep}.")
     seed_everything(config.seed)
     train_set = load_dataset(config.dataset, "train", data_root)
     train_x = to_model_range(train_set.as_tensors()[0])
@@ -126,6 +136,7 @@ def train_ddpm(
     if (state := load_checkpoint(out_dir)) is not None:
         saved = {**state["config"], "channels": tuple(state["config"]["channels"])}
         saved.setdefault("norm", "group")  # runs from before the choice of normalisation
+        saved.setdefault("max_timestep", None)  # runs from before the choice of timesteps
         check_same_config(out_dir, saved, asdict(config))
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -142,7 +153,7 @@ def train_ddpm(
         batches = epoch_batches(len(train_x), config.batch_size, config.seed, epoch)
         bar = tqdm(batches, desc=f"{config.dataset} ddpm epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
         for idx in bar:
-            loss = diffusion_loss(model, schedule, train_x[idx])
+            loss = diffusion_loss(model, schedule, train_x[idx], max_timestep=config.max_timestep)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -173,7 +184,7 @@ def train_ddpm(
             },
         )
 
-    recalibrate_batchnorm(ema, schedule, train_x, config.seed)
+    recalibrate_batchnorm(ema, schedule, train_x, config.seed, max_timestep=config.max_timestep)
     name = ship_as or SHIPPED_NAMES[config.norm]
     record = {
         "model": f"{name} (EMA weights)",

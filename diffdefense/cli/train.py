@@ -86,6 +86,13 @@ def train_classifier_command(out, data_root, ship, **settings) -> None:
     help="Start from this finished run's weights and EMA (a new learning-rate schedule).",
 )
 @click.option(
+    "--max-timestep",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Train on timesteps t < N only: a denoiser for the defence's start level and below (the presets start at "
+    "index 14), which can no longer sample from noise. Default: every timestep.",
+)
+@click.option(
     "--ship-as",
     type=click.Choice(UNETS),
     default=None,
