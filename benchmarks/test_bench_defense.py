@@ -35,6 +35,7 @@ from diffdefense.training.quality import unet_size
 BATCH_SIZES = (BATCH, 1)
 PRESET = "default"
 FOLDED, GENERAL = dict(unet_graphs="folded"), dict(unet_graphs="general")
+NARROW = "unet_bn_small_t15"  # the narrow net trained on the defence's timesteps; unet_bn_small runs as fast
 # runtime variant -> (the U-Net its bundle carries, Defender options)
 RUNTIME_VARIANTS = {
     "GroupNorm U-Net, general graph": ("unet", GENERAL),
@@ -42,16 +43,15 @@ RUNTIME_VARIANTS = {
     "BatchNorm U-Net, general graph": ("unet_bn", GENERAL),
     "BatchNorm U-Net, folded timesteps": ("unet_bn", FOLDED),
     "BatchNorm U-Net, folded timesteps, int8": ("unet_bn", dict(FOLDED, precision="int8")),
-    "narrow BatchNorm U-Net, folded timesteps": ("unet_bn_small", FOLDED),
-    "narrow BatchNorm U-Net, folded timesteps, int8": ("unet_bn_small", dict(FOLDED, precision="int8")),
+    "narrow BatchNorm U-Net, folded timesteps": (NARROW, FOLDED),
 }
 # reference variant -> (U-Net, compiled); the speedup table sets each runtime row beside the references of its net
 REFERENCE_VARIANTS = {
     "GroupNorm U-Net, eager": ("unet", False),
     "BatchNorm U-Net, eager": ("unet_bn", False),
     "BatchNorm U-Net, torch.compile": ("unet_bn", True),
-    "narrow BatchNorm U-Net, eager": ("unet_bn_small", False),
-    "narrow BatchNorm U-Net, torch.compile": ("unet_bn_small", True),
+    "narrow BatchNorm U-Net, eager": (NARROW, False),
+    "narrow BatchNorm U-Net, torch.compile": (NARROW, True),
 }
 
 
@@ -82,12 +82,12 @@ def shipped_or_skip(unet_name: str) -> None:
 
 @functools.cache
 def bundle_of(unet_name: str) -> Path:
-    """The shipped MNIST bundle if it carries this U-Net, else one exported once into .benchmarks/ (the GroupNorm
-    net without int8 graphs; its threshold and int8 calibration from 50 training images: speed only)."""
-    shipped = BUNDLES_DIR / "mnist"
-    manifest_path = shipped / "manifest.json"
-    if BundleManifest.from_json(json.loads(manifest_path.read_text()), manifest_path).unet_source == unet_name:
-        return shipped
+    """The shipped MNIST bundle that carries this U-Net (mnist, mnist-fast), else one exported once into .benchmarks/
+    (the GroupNorm net without int8 graphs; its threshold and int8 calibration from 50 training images: speed only)."""
+    for shipped in (BUNDLES_DIR / "mnist", BUNDLES_DIR / "mnist-fast"):
+        manifest_path = shipped / "manifest.json"
+        if BundleManifest.from_json(json.loads(manifest_path.read_text()), manifest_path).unet_source == unet_name:
+            return shipped
     folder = Path(".benchmarks") / "bundles" / f"mnist-{unet_name}"
     if not (folder / "manifest.json").is_file():
         from diffdefense.export.bundle import export_bundle

@@ -67,9 +67,15 @@ def source_checksums(dataset: str, unet_name: str = "unet") -> dict[str, str]:
     return {name: files[f"{dataset}/{name}.safetensors"]["sha256"] for name in (unet_name, "model_a")}
 
 
+# The U-Nets a bundle is exported from by default, the first one shipped for the data set: the narrow deployment net
+# trained on the defence's timesteps, then the wide BatchNorm net (docs/performance.md), else the GroupNorm 'unet'.
+DEPLOYMENT_UNETS = ("unet_bn_small_t15", "unet_bn")
+
+
 def default_unet(dataset: str) -> str:
-    """The deployment-shaped U-Net ('unet_bn') where one is shipped for the data set, else the GroupNorm 'unet'."""
-    return "unet_bn" if f"{dataset}/unet_bn.safetensors" in shipped.read_manifest()["files"] else "unet"
+    """The first of DEPLOYMENT_UNETS shipped for the data set, else the GroupNorm 'unet'."""
+    files = shipped.read_manifest()["files"]
+    return next((name for name in DEPLOYMENT_UNETS if f"{dataset}/{name}.safetensors" in files), "unet")
 
 
 def calibrate_threshold(
@@ -158,7 +164,7 @@ def export_bundle(
     elif int8 and norm != "batch":
         raise ValueError(
             f"int8 graphs are made from a BatchNorm U-Net only, but {dataset}'s {unet_name} uses {norm} norm: "
-            "export it without int8, or export unet_bn."
+            "export it without int8, or export a BatchNorm U-Net."
         )
     unet = fold_batchnorm(unet)  # BatchNorm into its convolutions (a GroupNorm net is left as it is)
     classifier = load_classifier(dataset, "model_a")

@@ -31,6 +31,7 @@ from pathlib import Path
 from diffdefense.checksums import sha256_of
 from diffdefense.runtime.graph_checks import external_tensors, signature_mismatch
 from diffdefense.runtime.manifest import BundleError, BundleManifest, FileEntry
+from diffdefense.shipped import BUNDLES_DIR
 
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20  # the shipped manifests are about 5 kB
@@ -61,7 +62,8 @@ class Bundle:
 
 
 def load_bundle(root: str | Path) -> Bundle:
-    root = Path(root)
+    """root: a bundle folder, or the name of a shipped bundle ('mnist', 'mnist-fast', 'kmnist')."""
+    root = _shipped_by_name(Path(root))
     manifest_path = root / MANIFEST_NAME
     manifest = BundleManifest.from_json(_read_manifest(manifest_path), manifest_path)
     data = {name: _read_verified(root, name, entry, manifest_path) for name, entry in manifest.files.items()}
@@ -73,12 +75,23 @@ def load_bundle(root: str | Path) -> Bundle:
     return Bundle(root, manifest, data)
 
 
+def _shipped_by_name(root: Path) -> Path:
+    if root.is_dir() or len(root.parts) != 1:
+        return root
+    shipped = BUNDLES_DIR / root.name
+    return shipped if shipped.is_dir() else root
+
+
 # 1. The manifest, read with a cap and parsed strictly; what it holds is BundleManifest.from_json's to check.
 
 
 def _read_manifest(manifest_path: Path) -> object:
     if not os.path.lexists(manifest_path):
-        raise BundleError(f"Expected a bundle manifest at {manifest_path}, but there is none.")
+        shipped = ", ".join(sorted(p.name for p in BUNDLES_DIR.iterdir() if p.is_dir())) if BUNDLES_DIR.is_dir() else ""
+        raise BundleError(
+            f"Expected a bundle manifest at {manifest_path}, but there is none"
+            + (f" (the shipped bundles, by name: {shipped})." if shipped else ".")
+        )
     size, raw = _read_regular_file(manifest_path, MAX_MANIFEST_BYTES, "the bundle manifest")
     if raw is None or len(raw) > MAX_MANIFEST_BYTES:
         raise BundleError(

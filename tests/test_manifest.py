@@ -113,3 +113,12 @@ def test_the_runtime_refuses_settings_that_start_above_the_unets_trained_timeste
         Defender(folder, PRESETS["default"].with_(start_step=20))
     with Defender(folder) as defender:  # the default settings start at 14
         assert defender.settings.start_step == 14
+
+
+def test_a_shipped_bundle_loads_by_its_name_and_a_wrong_name_lists_them(tmp_path, monkeypatch):
+    from diffdefense.runtime.bundle import load_bundle
+
+    monkeypatch.chdir(tmp_path)  # no folder of that name here
+    assert load_bundle("mnist").root == BUNDLES_DIR / "mnist"
+    with pytest.raises(BundleError, match=r"but there is none \(the shipped bundles, by name: kmnist, mnist"):
+        load_bundle("mnist-typo")
