@@ -20,7 +20,7 @@ def shipped_manifest(dataset: str) -> tuple[str, BundleManifest]:
     return text, BundleManifest.from_json(json.loads(text), path)
 
 
-@pytest.mark.parametrize("dataset", ["mnist", "kmnist"])
+@pytest.mark.parametrize("dataset", ["mnist", "mnist-fast", "kmnist"])
 def test_the_shipped_manifests_write_back_byte_for_byte(dataset):
     text, manifest = shipped_manifest(dataset)
     assert json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n" == text
@@ -66,6 +66,12 @@ def test_a_typed_optional_field_of_the_wrong_type_is_refused(change, message):
     change(manifest)
     with pytest.raises(BundleError, match=message):
         BundleManifest.from_json(manifest, BUNDLES_DIR / "mnist" / "manifest.json")
+
+
+def test_the_fast_bundle_carries_the_narrow_net_trained_on_the_defences_timesteps():
+    _, m = shipped_manifest("mnist-fast")
+    assert m.unet_source == "unet_bn_small_t15" and m.unet_trained_timesteps == 15
+    assert m.default_settings == PRESETS["default"] and set(m.timestep_graphs) == {"float32"}
 
 
 def test_a_unet_trained_on_low_timesteps_is_recorded_and_bounds_the_start_step():

@@ -10,8 +10,8 @@ from diffdefense import shipped
 
 DATASETS = ("mnist", "kmnist")
 MODELS = ("model_a", "model_b", "unet")
-# MNIST's BatchNorm U-Nets (the wide one and the narrow one) and the Defense-GAN baseline's WGAN generator
-EXTRA_MODELS = {"mnist": ("unet_bn", "unet_bn_small", "generator")}
+# MNIST's BatchNorm U-Nets (wide; narrow; narrow on t < 15, behind mnist-fast) and the Defense-GAN WGAN generator
+EXTRA_MODELS = {"mnist": ("unet_bn", "unet_bn_small", "unet_bn_small_t15", "generator")}
 EXPECTED = {
     f"{d}/{m}.{ext}" for d in DATASETS for m in (*MODELS, *EXTRA_MODELS.get(d, ())) for ext in ("safetensors", "json")
 }
