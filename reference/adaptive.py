@@ -21,15 +21,14 @@ from diffdefense.evaluation_config import ADAPTIVE_ATTACKS, ADAPTIVE_GRADIENTS
 from diffdefense.reference.defended import DefendedClassifier
 from diffdefense.reference.defense import ReferenceDefense
 
-GRADIENTS = ADAPTIVE_GRADIENTS
 APGD_LOSSES = {"APGD-CE": "ce", "APGD-DLR": "dlr"}
 
 
 @dataclass(frozen=True)
 class AdaptiveBudget:
-    """name: for the report; gradient: one of GRADIENTS; eps, alpha, steps: the attack's (alpha: PGD's step; APGD
-    sets its own); eot_iter: gradients averaged per step over the defence's randomness (1: none); attack: one of
-    ADAPTIVE_ATTACKS."""
+    """name: for the report; gradient: one of ADAPTIVE_GRADIENTS; eps, alpha, steps: the attack's (alpha: PGD's
+    step; APGD sets its own); eot_iter: gradients averaged per step over the defence's randomness (1: none); attack:
+    one of ADAPTIVE_ATTACKS."""
 
     name: str
     gradient: str
@@ -85,9 +84,9 @@ def run_adaptive(
     batch_size: int = 25,
 ) -> torch.Tensor:
     """Adversarial images built through the defence, seeded."""
-    if budget.attack not in ADAPTIVE_ATTACKS or budget.gradient not in GRADIENTS:
+    if budget.attack not in ADAPTIVE_ATTACKS or budget.gradient not in ADAPTIVE_GRADIENTS:
         raise ValueError(
-            f"Expected an attack in {list(ADAPTIVE_ATTACKS)} and a gradient in {list(GRADIENTS)}, but got "
+            f"Expected an attack in {list(ADAPTIVE_ATTACKS)} and a gradient in {list(ADAPTIVE_GRADIENTS)}, but got "
             f"{budget.attack!r} and {budget.gradient!r}."
         )
     torch.manual_seed(seed)
