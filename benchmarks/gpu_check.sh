@@ -30,21 +30,23 @@ python3 -c "import tensorrt as t; print('tensorrt', t.__version__)" || echo "ten
 timeout 240 python3 -m pytest -q -rs tests/test_gpu_providers.py tests/test_tensorrt.py tests/test_engine_cache.py \
   tests/test_device_loop.py tests/test_cpp_ext_cuda.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
 
-# 3. Engines for every graph of the shipped bundle (an int8 QDQ graph gives an int8 engine).
+# 3. Engines for every graph of the shipped MNIST bundles (an int8 QDQ graph gives an int8 engine).
 timeout 180 python3 - <<'PY' 2>&1 | tee "$OUT/engines.log"
 from diffdefense.runtime.backends.tensorrt_engines import cached_engine
 from diffdefense.runtime.bundle import load_bundle
 from diffdefense.shipped import bundle_dir
 
-bundle = load_bundle(bundle_dir("mnist"))
-for name in bundle.manifest.graph_files():
-    for fp16 in (False, True):
-        print(name, "fp16" if fp16 else "fp32", cached_engine(bundle.root / name, fp16=fp16))
+for shipped in ("mnist", "mnist-fast"):
+    bundle = load_bundle(bundle_dir(shipped))
+    for name in bundle.manifest.graph_files():
+        for fp16 in (False, True):
+            print(shipped, name, "fp16" if fp16 else "fp32", cached_engine(bundle.root / name, fp16=fp16))
 PY
 
 # 4. Latency per backend and precision, at the bundle's default preset (batches of 1 and 8).
 for args in "--provider cpu" "--provider cpu --precision int8" "--provider cuda" "--provider tensorrt" \
-  "--provider tensorrt-engine" "--provider tensorrt-engine --fp16" "--provider tensorrt-engine --precision int8"; do
+  "--provider tensorrt-engine" "--provider tensorrt-engine --fp16" "--provider tensorrt-engine --precision int8" \
+  "--bundle mnist-fast --provider cpu" "--bundle mnist-fast --provider tensorrt-engine --fp16"; do
   name=$(echo "$args" | tr -d '-' | tr ' ' '_')
   timeout 60 diffdefense bench $args --rounds 5 --json >"$OUT/bench_$name.json" 2>"$OUT/bench_$name.err" \
     || echo "$args: failed ($(tail -1 "$OUT/bench_$name.err"))"

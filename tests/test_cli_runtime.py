@@ -23,6 +23,13 @@ def test_info_lists_backends_and_verifies_the_bundle():
     assert text.exit_code == 0 and "sha256 verified" in text.output
 
 
+def test_a_shipped_bundle_is_chosen_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["info", "--bundle", "mnist-fast", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["bundle"]["checksums"] == "verified"
+
+
 def test_info_refuses_a_folder_that_is_no_bundle(tmp_path):
     result = CliRunner().invoke(main, ["info", "--bundle", str(tmp_path)])
     assert result.exit_code == 1 and "manifest" in result.output

@@ -29,7 +29,9 @@ DEFAULTS = EvaluationConfig()  # the options' defaults are the config's own
     type=click.Choice(UNET_NAMES),
     default=DEFAULTS.unet,
     show_default=True,
-    help="The shipped noise predictor: GroupNorm ('unet') or BatchNorm folded at export ('unet_bn').",
+    help="The shipped noise predictor (docs/training.md): GroupNorm ('unet'), BatchNorm folded at export "
+    "('unet_bn'), or the narrow BatchNorm net trained on every timestep ('unet_bn_small') or on t < 15 "
+    "('unet_bn_small_t15', mnist-fast's).",
 )
 @click.option(
     "--attack",
