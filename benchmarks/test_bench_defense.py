@@ -25,6 +25,7 @@ import torch
 
 from benchmarks.conftest import BATCH
 from diffdefense.reference.defense import ReferenceDefense
+from diffdefense.runtime.backends import BackendOptions
 from diffdefense.runtime.defender import Defender
 from diffdefense.runtime.manifest import BundleManifest
 from diffdefense.settings import PRESETS
@@ -35,6 +36,7 @@ from diffdefense.training.quality import unet_size
 BATCH_SIZES = (BATCH, 1)
 PRESET = "default"
 FOLDED, GENERAL = dict(unet_graphs="folded"), dict(unet_graphs="general")
+SLEEP = BackendOptions(spin=False)  # onnxruntime's threads sleep between operators (the default spins within a call)
 NARROW = "unet_bn_small_t15"  # the narrow net trained on the defence's timesteps; unet_bn_small runs as fast
 # runtime variant -> (the U-Net its bundle carries, Defender options)
 RUNTIME_VARIANTS = {
@@ -43,7 +45,9 @@ RUNTIME_VARIANTS = {
     "BatchNorm U-Net, general graph": ("unet_bn", GENERAL),
     "BatchNorm U-Net, folded timesteps": ("unet_bn", FOLDED),
     "BatchNorm U-Net, folded timesteps, int8": ("unet_bn", dict(FOLDED, precision="int8")),
+    "BatchNorm U-Net, folded timesteps, threads sleep between operators": ("unet_bn", dict(FOLDED, backend=SLEEP)),
     "narrow BatchNorm U-Net, folded timesteps": (NARROW, FOLDED),
+    "narrow BatchNorm U-Net, folded timesteps, threads sleep between operators": (NARROW, dict(FOLDED, backend=SLEEP)),
 }
 # reference variant -> (U-Net, compiled); the speedup table sets each runtime row beside the references of its net
 REFERENCE_VARIANTS = {

@@ -164,7 +164,9 @@ class Defender:
         """A role's graph from the bytes load_bundle verified, never re-read from disk (the file could have been
         swapped since); the path only names it in messages."""
         o = self.backend
-        return make_runner(self.bundle.path(role), o.provider, o.threads, o.fp16, data=self.bundle.graph(role))
+        return make_runner(
+            self.bundle.path(role), o.provider, o.threads, o.fp16, data=self.bundle.graph(role), spin=o.spin
+        )
 
     def _unet_runner(self, manifest):
         """The general graph's runner with the device loop; otherwise a TimestepUNet over the folded graphs chosen for
@@ -176,7 +178,9 @@ class Defender:
         )
         o = self.backend
         folded = {
-            t: make_runner(self.bundle.root / name, o.provider, o.threads, o.fp16, data=self.bundle.file(name))
+            t: make_runner(
+                self.bundle.root / name, o.provider, o.threads, o.fp16, data=self.bundle.file(name), spin=o.spin
+            )
             for t, name in files.items()
         }
         missing = set(int(t) for t in self.chain.timesteps) - set(folded)

@@ -47,6 +47,17 @@ def test_keywords_and_options_give_the_same_defender_but_not_both_at_once():
         Defender(BUNDLE, TINY, threads=2, backend=BackendOptions())
 
 
+def test_spinning_threads_change_the_time_not_the_bits():
+    with pytest.raises(ValueError, match="Expected spin to be True or False, but got 'no'."):
+        BackendOptions(spin="no")
+    images = np.load(BUNDLES_DIR.parent / "samples" / "mnist.npz")["images"][:2]
+    results = []
+    for spin in (True, False):
+        with Defender(BUNDLE, TINY, backend=BackendOptions(threads=2, spin=spin)) as defender:
+            results.append(defender(images).reconstructions)
+    np.testing.assert_array_equal(*results)
+
+
 def test_runners_follow_the_protocol_and_close_once():
     runner = OnnxRunner(BUNDLE / "classifier.onnx")
     assert isinstance(runner, Runner)

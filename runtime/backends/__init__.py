@@ -34,7 +34,12 @@ __all__ = [
 
 
 def make_runner(
-    path: Path, provider: str = "cpu", threads: int | None = None, fp16: bool = False, data: bytes | None = None
+    path: Path,
+    provider: str = "cpu",
+    threads: int | None = None,
+    fp16: bool = False,
+    data: bytes | None = None,
+    spin: bool = True,
 ) -> Runner:
     """An OnnxRunner, or for 'tensorrt-engine' a TensorRT engine built for this GPU (cached) and run natively; both
     from data, the verified bytes, when given (path then only names the graph), else from the file at path."""
@@ -43,7 +48,7 @@ def make_runner(
             raise BackendError(
                 "fp16 applies to the 'tensorrt-engine' backend only; onnxruntime runs the float32 graphs."
             )
-        return OnnxRunner(path, provider, threads, data)
+        return OnnxRunner(path, provider, threads, data, spin)
     from diffdefense.runtime.backends.tensorrt import engine_runner
 
     return engine_runner(Path(path), fp16, data)

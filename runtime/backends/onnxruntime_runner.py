@@ -33,7 +33,12 @@ class OnnxRunner:
     """
 
     def __init__(
-        self, path: Path, provider: str = "cpu", threads: int | None = None, data: bytes | None = None
+        self,
+        path: Path,
+        provider: str = "cpu",
+        threads: int | None = None,
+        data: bytes | None = None,
+        spin: bool = True,
     ) -> None:
         try:
             import onnxruntime
@@ -53,8 +58,11 @@ class OnnxRunner:
         if threads:
             options.intra_op_num_threads = threads
         # A Defender holds several sessions (the U-Net's graphs, the classifier), each with its own thread pool, and
-        # runs one at a time: threads that spin after their call would take the cores from the next session's.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # runs one at a time. With spin, threads spin between the operators of a call (waking a sleeping thread per
+        # operator costs more than a small convolution) but stop when the call returns: threads that spun on after
+        # their call would take the cores from the next session's.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         self.name = Path(path).name
         try:
             self.session = onnxruntime.InferenceSession(str(path) if data is None else data, options, providers=chain)

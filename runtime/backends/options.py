@@ -24,6 +24,8 @@ class BackendOptions:
     device_loop: keep the loop's buffers on the GPU (runtime/device_loop.py): None runs it wherever it can (provider
         'cuda' or 'tensorrt', step_ops 'auto', cpp_ext's CUDA module, a visible GPU), True insists (BackendError
         naming what is missing), False never.
+    spin: onnxruntime's threads spin between the operators of a call and stop when it returns (True), or sleep
+        between operators (False: less CPU taken from other work on the same cores, slower calls).
 
     Example: Defender(bundle, "default", backend=BackendOptions(provider="cuda", device_loop=True)).
     """
@@ -33,6 +35,7 @@ class BackendOptions:
     fp16: bool = False
     step_ops: StepOps = "auto"
     device_loop: bool | None = None
+    spin: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.provider, str) or self.provider not in PROVIDER_NAMES:
@@ -45,5 +48,7 @@ class BackendOptions:
             raise ValueError(f"Expected fp16 to be True or False, but got {self.fp16!r}.")
         if not isinstance(self.step_ops, str) or self.step_ops not in STEP_OPS:
             raise ValueError(f"Expected step_ops in {list(STEP_OPS)}, but got {self.step_ops!r}.")
+        if not isinstance(self.spin, bool):
+            raise ValueError(f"Expected spin to be True or False, but got {self.spin!r}.")
         if self.device_loop is not None and not isinstance(self.device_loop, bool):
             raise ValueError(f"Expected device_loop to be None, True or False, but got {self.device_loop!r}.")
