@@ -14,8 +14,8 @@ from diffdefense.cli.common import (
     seed_option,
     ship_option,
 )
+from diffdefense.shipped import UNET_NAMES
 from diffdefense.training.configs import ClassifierConfig, DDPMConfig, WGANConfig
-from diffdefense.training.loading import UNETS
 
 WGAN = WGANConfig()
 
@@ -94,7 +94,7 @@ def train_classifier_command(out, data_root, ship, **settings) -> None:
 )
 @click.option(
     "--ship-as",
-    type=click.Choice(UNETS),
+    type=click.Choice(UNET_NAMES),
     default=None,
     help="The shipped name; default 'unet' for GroupNorm, 'unet_bn' for BatchNorm ('unet_bn_small': a narrower "
     "BatchNorm net).",
