@@ -53,10 +53,18 @@ def test_a_short_soak_stays_within_its_memory_bound(tmp_path):
 
 def test_the_soak_fails_when_memory_grows_past_its_bound(monkeypatch):
     """The bound is enforced: a real leak of 1 MiB a frame (made here, in the camera) fails a bound of 20 MiB."""
+    import mmap
+
     leak, render = [], simulated_camera.render_frame
-    monkeypatch.setattr(
-        simulated_camera, "render_frame", lambda *args: leak.append(np.ones(1 << 18, np.float32)) or render(*args)
-    )
+
+    def leaking_render(*args):
+        # fresh pages from the kernel, written: memory that earlier tests freed (and malloc kept) cannot absorb it
+        pages = mmap.mmap(-1, 1 << 20)
+        pages.write(b"\x01" * (1 << 20))
+        leak.append(pages)
+        return render(*args)
+
+    monkeypatch.setattr(simulated_camera, "render_frame", leaking_render)
     record = soak(frames=60, warmup=10, interval=10, max_growth_mb=20.0, candidates=1, iterations=1, warm_iterations=1)
     assert not record["ok"] and record["growth_mb"] > 40.0
 
