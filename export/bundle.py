@@ -67,15 +67,10 @@ def source_checksums(dataset: str, unet_name: str = "unet") -> dict[str, str]:
     return {name: files[f"{dataset}/{name}.safetensors"]["sha256"] for name in (unet_name, "model_a")}
 
 
-# The U-Nets a bundle is exported from by default, the first one shipped for the data set: the narrow deployment net
-# trained on the defence's timesteps, then the wide BatchNorm net (docs/performance.md), else the GroupNorm 'unet'.
-DEPLOYMENT_UNETS = ("unet_bn_small_t15", "unet_bn")
-
-
 def default_unet(dataset: str) -> str:
-    """The first of DEPLOYMENT_UNETS shipped for the data set, else the GroupNorm 'unet'."""
-    files = shipped.read_manifest()["files"]
-    return next((name for name in DEPLOYMENT_UNETS if f"{dataset}/{name}.safetensors" in files), "unet")
+    """The deployment-shaped U-Net ('unet_bn') where one is shipped for the data set, else the GroupNorm 'unet'. The
+    narrow nets, less accurate, are exported only when asked for (the mnist-fast bundle: --unet unet_bn_small_t15)."""
+    return "unet_bn" if f"{dataset}/unet_bn.safetensors" in shipped.read_manifest()["files"] else "unet"
 
 
 def calibrate_threshold(

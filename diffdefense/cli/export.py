@@ -41,7 +41,7 @@ from diffdefense.shipped import UNET_NAMES
     default=None,
     help="The shipped U-Net to export: GroupNorm ('unet'), BatchNorm folded into the convolutions ('unet_bn'), "
     "or the narrow BatchNorm net, trained on every timestep ('unet_bn_small') or on the defence's (t < 15, "
-    "'unet_bn_small_t15'); default: unet_bn_small_t15, else unet_bn, where shipped for DATASET.",
+    "'unet_bn_small_t15', the mnist-fast bundle's); default: unet_bn where it is shipped for DATASET.",
 )
 @click.option(
     "--folded/--no-folded",
