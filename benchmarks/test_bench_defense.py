@@ -16,7 +16,6 @@ matrix-product rates, the floors that tools/speedup_table.py sets beside them.
 """
 
 import functools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,8 @@ import torch
 from benchmarks.conftest import BATCH
 from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.runtime.backends import BackendOptions
+from diffdefense.runtime.bundle import load_bundle
 from diffdefense.runtime.defender import Defender
-from diffdefense.runtime.manifest import BundleManifest
 from diffdefense.settings import PRESETS
 from diffdefense.shipped import BUNDLES_DIR, read_manifest
 from diffdefense.training.loading import load_classifier, load_unet
@@ -89,8 +88,7 @@ def bundle_of(unet_name: str) -> Path:
     """The shipped MNIST bundle that carries this U-Net (mnist, mnist-fast), else one exported once into .benchmarks/
     (the GroupNorm net without int8 graphs; its threshold and int8 calibration from 50 training images: speed only)."""
     for shipped in (BUNDLES_DIR / "mnist", BUNDLES_DIR / "mnist-fast"):
-        manifest_path = shipped / "manifest.json"
-        if BundleManifest.from_json(json.loads(manifest_path.read_text()), manifest_path).unet_source == unet_name:
+        if load_bundle(shipped).manifest.unet_source == unet_name:
             return shipped
     folder = Path(".benchmarks") / "bundles" / f"mnist-{unet_name}"
     if not (folder / "manifest.json").is_file():

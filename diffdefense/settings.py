@@ -118,6 +118,15 @@ class DefenseSettings:
     def with_(self, **changes) -> DefenseSettings:
         return replace(self, **changes)
 
+    def check_trained_timesteps(self, trained: int | None, unet: str = "The U-Net") -> None:
+        """Refuse settings that start the chain at or above `trained`, where a U-Net was trained on t < trained only
+        (train ddpm --max-timestep; None: on every timestep)."""
+        if trained is not None and self.start_step >= trained:
+            raise ValueError(
+                f"{unet} was trained on timesteps below {trained} only, but the settings start the chain at index "
+                f"{self.start_step}: choose start_step < {trained}, or a U-Net trained on every timestep."
+            )
+
 
 # The range of each integer field; seeds stay within 64 bits so that settings always print and serialise.
 _INTEGERS = {

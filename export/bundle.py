@@ -148,11 +148,7 @@ def export_bundle(
     unet_name = unet_name or default_unet(dataset)
     unet, schedule = load_unet(dataset, name=unet_name)
     trained = getattr(unet, "trained_timesteps", schedule.num_steps)
-    if PRESETS[preset].start_step >= trained:
-        raise ValueError(
-            f"{dataset}'s {unet_name} was trained on timesteps below {trained} only, but the {preset!r} preset starts "
-            f"at index {PRESETS[preset].start_step}: export it with a preset that starts below {trained}."
-        )
+    PRESETS[preset].check_trained_timesteps(trained, f"{dataset}'s {unet_name}")
     norm = getattr(unet, "norm", "group")
     if int8 is None:
         int8 = norm == "batch"

@@ -40,12 +40,7 @@ class ReferenceDefense:
     """reconstruct(x) runs Algorithm 1 on a batch; the U-Net is called on B x R candidates at once."""
 
     def __init__(self, unet: nn.Module, schedule: NoiseSchedule, settings: DefenseSettings) -> None:
-        trained = getattr(unet, "trained_timesteps", schedule.num_steps)
-        if settings.start_step >= trained:
-            raise ValueError(
-                f"The U-Net was trained on timesteps below {trained} only, but the settings start the chain at index "
-                f"{settings.start_step}: choose start_step < {trained}, or a U-Net trained on every timestep."
-            )
+        settings.check_trained_timesteps(getattr(unet, "trained_timesteps", None))  # set by load_unet
         self.unet = unet.eval().requires_grad_(False)
         self.schedule = schedule
         self.settings = settings

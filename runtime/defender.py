@@ -129,13 +129,7 @@ class Defender:
                 "The full-gradient mode needs the U-Net's vector-Jacobian graph, which this bundle does not "
                 "carry; export it again with tools/export.py, or use gradient='straight-through'."
             )
-        trained = manifest.unet_trained_timesteps
-        if trained is not None and settings.start_step >= trained:
-            raise ValueError(
-                f"This bundle's U-Net was trained on timesteps below {trained} only, but the settings start the chain "
-                f"at index {settings.start_step}: choose start_step < {trained}, or a bundle of a U-Net trained on "
-                "every timestep."
-            )
+        settings.check_trained_timesteps(manifest.unet_trained_timesteps, "This bundle's U-Net")
         self.settings = settings
         self.schedule = schedule = manifest.schedule()
         self.chain = reverse_chain(schedule, settings.start_step, settings.num_steps, settings.eta)
