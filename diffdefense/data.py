@@ -68,6 +68,13 @@ class ImageSet:
     def subset(self, indices: np.ndarray, name: str | None = None) -> ImageSet:
         return ImageSet(self.images[indices], self.labels[indices], name or self.name)
 
+    def concat(self, other: ImageSet) -> ImageSet:
+        return ImageSet(
+            np.concatenate([self.images, other.images]),
+            np.concatenate([self.labels, other.labels]),
+            f"{self.name} + {other.name}",
+        )
+
 
 def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
@@ -211,3 +218,15 @@ def load_dataset(dataset: str, split: Split, root: str | os.PathLike | None = No
     train_idx, eval_idx = kmnist_split_indices(official_test.labels)
     chosen = train_idx if split == "train" else eval_idx
     return official_test.subset(chosen, name=f"kmnist-split-{split}")
+
+
+def load_training_set(dataset: str, root: str | os.PathLike | None = None, extra: str | None = None) -> ImageSet:
+    """A data set's training split, followed by the training split of the data folder ``extra`` where given (e.g.
+    ``kmnist-train-part``: official KMNIST training images, which the preset's split of the test images lacks). The
+    held-out ('test') split stays the data set's own."""
+    train = load_dataset(dataset, "train", root)
+    if extra is None:
+        return train
+    if extra == dataset:
+        raise DataError(f"Expected extra training data from another folder than {dataset!r} itself, but got {extra!r}.")
+    return train.concat(load_dataset(extra, "train", root))

@@ -24,8 +24,9 @@ LEGACY_FORMAT_KEY = "format"  # the key's earlier name: still read, never writte
 WEIGHTS_ENV_VAR = "DIFFDEFENSE_WEIGHTS"
 # The DDPM noise predictors a data set may ship (training/models/unet.py): the GroupNorm net, the deployment-shaped
 # BatchNorm net (folded into its convolutions at export), a narrower BatchNorm net, 8-16-32 channels wide, and that
-# net fine-tuned on the timesteps the defence uses (t < 15), which cannot sample from noise.
-UNET_NAMES = ("unet", "unet_bn", "unet_bn_small", "unet_bn_small_t15")
+# net fine-tuned on the timesteps the defence uses (t < 15), which cannot sample from noise, and that net distilled
+# from the wide BatchNorm net on the same timesteps.
+UNET_NAMES = ("unet", "unet_bn", "unet_bn_small", "unet_bn_small_t15", "unet_bn_small_distilled")
 
 
 class ChecksumError(ValueError):

@@ -13,6 +13,7 @@ from diffdefense.data import (
     kmnist_split_indices,
     load_dataset,
     load_idx_folder,
+    load_training_set,
     read_idx,
 )
 from tests.conftest import idx_bytes, write_idx_folder
@@ -130,3 +131,26 @@ def test_real_data_matches_published_facts(real_data_root):
     assert len(kmnist_train) == 8000 and np.bincount(kmnist_train.labels).tolist() == [800] * 10
     assert len(kmnist_test) == 2000 and np.bincount(kmnist_test.labels).tolist() == [200] * 10
     assert kmnist_train.labels[:8].tolist() == [2, 9, 3, 8, 3, 3, 8, 3]
+
+
+def test_extra_training_data_is_appended_to_the_training_split_only(tiny_data_root):
+    write_idx_folder(tiny_data_root / "more", n_train=16, seed=1)
+    own = load_dataset("mnist", "train", tiny_data_root)
+    both = load_training_set("mnist", tiny_data_root, extra="more")
+    assert len(both) == len(own) + 16 and both.name == "mnist-train + more-train"
+    np.testing.assert_array_equal(both.images[: len(own)], own.images)
+    np.testing.assert_array_equal(both.labels[len(own) :], load_dataset("more", "train", tiny_data_root).labels)
+    assert load_training_set("mnist", tiny_data_root).name == "mnist-train"
+    with pytest.raises(DataError, match="another folder than 'mnist'"):
+        load_training_set("mnist", tiny_data_root, extra="mnist")
+    with pytest.raises(DataError, match="does not exist"):
+        load_training_set("mnist", tiny_data_root, extra="nowhere")
+
+
+def test_kmnist_with_the_official_training_images_it_has_makes_15011(real_data_root):
+    if not (real_data_root / "kmnist-train-part").is_dir():
+        pytest.skip(f"no kmnist-train-part/ (the first official KMNIST training images) in {real_data_root}")
+    both = load_training_set("kmnist", real_data_root, extra="kmnist-train-part")
+    assert len(both) == 15011
+    official_labels = read_idx(real_data_root / "kmnist" / "train-labels-idx1-ubyte.gz", LABEL_MAGIC)
+    np.testing.assert_array_equal(both.labels[8000:], official_labels[:7011])

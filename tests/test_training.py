@@ -86,3 +86,40 @@ def test_ddpm_can_start_from_a_finished_run_and_records_both(tiny_data_root, tmp
     assert record["initialised_from"]["steps"] == 2 and record["steps_in_all"] == 4
     with pytest.raises(ValueError, match="Expected a finished run"):
         train_ddpm(DDPMConfig(epochs=1, init_from=str(tmp_path)), tmp_path / "x", tiny_data_root, do_ship=False)
+
+
+def test_distillation_loss_is_zero_against_itself_and_positive_against_another_net():
+    from diffdefense.schedule import NoiseSchedule
+    from diffdefense.training.ddpm import distillation_loss
+    from diffdefense.training.models.unet import UNet
+
+    torch.manual_seed(0)
+    schedule, x0 = NoiseSchedule.linear(), torch.rand(4, 1, 28, 28) * 2 - 1
+    student, other = UNet((8, 8, 8), norm="batch").eval(), UNet((8, 8, 8), norm="batch").eval()
+    generator = torch.Generator().manual_seed(0)
+    assert distillation_loss(student, student, schedule, x0, generator, max_timestep=15).item() == 0.0
+    assert distillation_loss(student, other, schedule, x0, generator, max_timestep=15).item() > 1e-4
+
+
+def test_ddpm_distils_from_a_shipped_net_starting_from_shipped_weights(tiny_data_root, tmp_path, monkeypatch):
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", weights_dir)
+    narrow = {"channels": (8, 8, 8), "norm": "batch", "batch_size": 32, "warmup_steps": 2}
+    train_ddpm(DDPMConfig(epochs=1, seed=1, **narrow), tmp_path / "teacher", tiny_data_root, ship_as="unet_bn_small")
+    student = DDPMConfig(
+        epochs=1, seed=2, max_timestep=15, init_from_shipped="unet_bn_small", distill_from="unet_bn_small", **narrow
+    )
+    record = train_ddpm(student, tmp_path / "student", tiny_data_root, ship_as="unet_bn_small_distilled")
+    assert record["distilled_from"] == "unet_bn_small"
+    assert record["initialised_from"]["shipped"] == "unet_bn_small" and record["steps_in_all"] == 2 * record["steps"]
+    # the student starts as the teacher: what is left is only BatchNorm's batch statistics against its running ones
+    assert record["history"][0]["mean_loss"] < 0.1
+    shipped.verify_file("mnist/unet_bn_small_distilled.safetensors")
+
+    wider = DDPMConfig(epochs=1, channels=(8, 16, 16), norm="batch", init_from_shipped="unet_bn_small")
+    with pytest.raises(ValueError, match=r"channels \(8, 16, 16\) and norm 'batch', but it has \(8, 8, 8\)"):
+        train_ddpm(wider, tmp_path / "wider", tiny_data_root, do_ship=False)
+    both = DDPMConfig(epochs=1, init_from=str(tmp_path / "teacher"), init_from_shipped="unet_bn_small")
+    with pytest.raises(ValueError, match="not both"):
+        train_ddpm(both, tmp_path / "both", tiny_data_root, do_ship=False)

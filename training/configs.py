@@ -14,6 +14,7 @@ class ClassifierConfig:
     lr: float = 1e-3
     augment: bool = False
     seed: int = 0
+    extra_train: str | None = None  # a data folder whose training split is added (data.load_training_set)
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,15 @@ class DDPMConfig:
     channels: tuple[int, int, int] = (16, 32, 64)
     norm: str = "group"  # 'group' ships as 'unet'; 'batch' (folded into the convolutions at export) as 'unet_bn'
     seed: int = 0
+    extra_train: str | None = None  # a data folder whose training split is added (data.load_training_set)
     init_from: str | None = None  # a finished run folder whose weights (and EMA) this run starts from
     # Train on t < max_timestep only (None: all T): a denoiser for the defence's start level and below, which gives
     # up sampling from noise (the defence starts at index 14 and never calls the net above it).
     max_timestep: int | None = None
+    init_from_shipped: str | None = None  # a shipped U-Net of the same shape whose (EMA) weights this run starts from
+    # A shipped U-Net as teacher: the loss is the distance to its noise prediction rather than to the drawn noise
+    # (the teacher's prediction estimates E[noise | x_t], the minimiser of L_simple, with none of the draw's variance).
+    distill_from: str | None = None
 
 
 @dataclass(frozen=True)

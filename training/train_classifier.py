@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from diffdefense.data import load_dataset
+from diffdefense.data import load_dataset, load_training_set
 from diffdefense.training.augment import random_affine
 from diffdefense.training.checkpoint import (
     check_same_config,
@@ -38,7 +38,8 @@ def train_classifier(
     config: ClassifierConfig, out_dir: Path, data_root: Path | None = None, do_ship: bool = True
 ) -> dict:
     seed_everything(config.seed)
-    train_x, train_y = load_dataset(config.dataset, "train", data_root).as_tensors()
+    train_set = load_training_set(config.dataset, data_root, config.extra_train)
+    train_x, train_y = train_set.as_tensors()
     test_set = load_dataset(config.dataset, "test", data_root)
     test_x, test_y = test_set.as_tensors()
     model = CLASSIFIERS[config.arch]()
@@ -95,7 +96,7 @@ def train_classifier(
         "command": command_line(),
         "config": asdict(config),
         "data": {
-            "train": f"{config.dataset} train split ({len(train_y)} images)",
+            "train": f"{train_set.name} ({len(train_y)} images)",
             "test": f"{test_set.name} ({len(test_y)} images)",
         },
         "epochs": config.epochs,

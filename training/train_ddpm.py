@@ -7,10 +7,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffdefense.data import load_dataset
+from diffdefense import shipped
+from diffdefense.data import load_training_set
 from diffdefense.schedule import NoiseSchedule
 from diffdefense.training.checkpoint import (
     check_same_config,
@@ -21,9 +23,10 @@ from diffdefense.training.checkpoint import (
 )
 from diffdefense.training.common import WallClock, command_line, epoch_batches, seed_everything
 from diffdefense.training.configs import DDPMConfig
-from diffdefense.training.ddpm import diffusion_loss, random_noising, to_model_range
+from diffdefense.training.ddpm import diffusion_loss, distillation_loss, random_noising, to_model_range
+from diffdefense.training.loading import load_unet
 from diffdefense.training.models.unet import UNet
-from diffdefense.training.shipping import ship
+from diffdefense.training.shipping import record_file, ship
 
 # The shipped file of each normalisation: the GroupNorm net keeps its historical name.
 SHIPPED_NAMES = {"group": "unet", "batch": "unet_bn"}
@@ -107,6 +110,50 @@ def _initialise_from(run_dir: str, model: torch.nn.Module, ema: torch.nn.Module)
     }
 
 
+def _initialise_from_shipped(config: DDPMConfig, model: torch.nn.Module, ema: torch.nn.Module) -> dict:
+    """Start from a shipped U-Net's (EMA) weights, for model and EMA alike; it must have this run's shape."""
+    shipped_net, schedule = load_unet(config.dataset, name=config.init_from_shipped)
+    _check_same_net(config, shipped_net, schedule, config.init_from_shipped, same_shape=True)
+    model.load_state_dict(shipped_net.state_dict())
+    ema.load_state_dict(shipped_net.state_dict())
+    print(f"Starting from the shipped {config.init_from_shipped}.")
+    record = json.loads(shipped.verify_file(record_file(config.dataset, config.init_from_shipped)).read_text())
+    return {
+        "shipped": config.init_from_shipped,
+        "command": record["command"],
+        "config": record["config"],
+        "epochs": record["epochs"],
+        "steps": record.get("steps_in_all", record["steps"]),
+        "wall_seconds": record.get("wall_seconds_in_all", record["wall_seconds"]),
+        "history": record["history"],
+    }
+
+
+def _check_same_net(config: DDPMConfig, net: UNet, schedule: NoiseSchedule, name: str, same_shape: bool) -> None:
+    """A shipped net this run builds on: the same noise schedule, trained on the timesteps this run trains, and
+    (to start from it) the same widths and normalisation."""
+    expected = NoiseSchedule.linear(config.num_steps, config.beta_start, config.beta_end)
+    if not np.array_equal(schedule.betas, expected.betas):
+        raise ValueError(f"Expected the shipped {name} to have this run's noise schedule, but it has another.")
+    wanted = config.max_timestep or config.num_steps
+    if net.trained_timesteps < wanted:
+        raise ValueError(
+            f"Expected the shipped {name} to be trained on t < {wanted} at least, but it was trained on "
+            f"t < {net.trained_timesteps}."
+        )
+    if same_shape and (tuple(net.channels) != tuple(config.channels) or net.norm != config.norm):
+        raise ValueError(
+            f"Expected the shipped {name} to have channels {tuple(config.channels)} and norm {config.norm!r}, but it "
+            f"has {tuple(net.channels)} and {net.norm!r}."
+        )
+
+
+def _teacher(config: DDPMConfig) -> UNet:
+    teacher, schedule = load_unet(config.dataset, name=config.distill_from)
+    _check_same_net(config, teacher, schedule, config.distill_from, same_shape=False)
+    return teacher.requires_grad_(False)
+
+
 def train_ddpm(
     config: DDPMConfig, out_dir: Path, data_root: Path | None = None, do_ship: bool = True, ship_as: str | None = None
 ) -> dict:
@@ -114,8 +161,10 @@ def train_ddpm(
     narrower deployment net beside the default one."""
     if config.max_timestep is not None and not 1 <= config.max_timestep <= config.num_steps:
         raise ValueError(f"Expected max_timestep in [1, {config.num_steps}], but got {config.max_timestep}.")
+    if config.init_from and config.init_from_shipped:
+        raise ValueError("Expected one of init_from (a run folder) and init_from_shipped (a shipped U-Net), not both.")
     seed_everything(config.seed)
-    train_set = load_dataset(config.dataset, "train", data_root)
+    train_set = load_training_set(config.dataset, data_root, config.extra_train)
     train_x = to_model_range(train_set.as_tensors()[0])
     schedule = NoiseSchedule.linear(config.num_steps, config.beta_start, config.beta_end)
     model = UNet(config.channels, norm=config.norm)
@@ -131,12 +180,19 @@ def train_ddpm(
         ),
     )
     start_epoch, step, history, clock = 0, 0, [], WallClock()
-    earlier = _initialise_from(config.init_from, model, ema) if config.init_from else None
+    earlier = None
+    if config.init_from:
+        earlier = _initialise_from(config.init_from, model, ema)
+    elif config.init_from_shipped:
+        earlier = _initialise_from_shipped(config, model, ema)
+    teacher = _teacher(config) if config.distill_from else None
 
     if (state := load_checkpoint(out_dir)) is not None:
         saved = {**state["config"], "channels": tuple(state["config"]["channels"])}
         saved.setdefault("norm", "group")  # runs from before the choice of normalisation
         saved.setdefault("max_timestep", None)  # runs from before the choice of timesteps
+        saved.setdefault("init_from_shipped", None)  # runs from before distillation
+        saved.setdefault("distill_from", None)
         check_same_config(out_dir, saved, asdict(config))
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -153,7 +209,10 @@ def train_ddpm(
         batches = epoch_batches(len(train_x), config.batch_size, config.seed, epoch)
         bar = tqdm(batches, desc=f"{config.dataset} ddpm epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
         for idx in bar:
-            loss = diffusion_loss(model, schedule, train_x[idx], max_timestep=config.max_timestep)
+            if teacher is None:
+                loss = diffusion_loss(model, schedule, train_x[idx], max_timestep=config.max_timestep)
+            else:
+                loss = distillation_loss(model, teacher, schedule, train_x[idx], max_timestep=config.max_timestep)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -197,6 +256,8 @@ def train_ddpm(
         "final_metrics": {"mean_loss_last_epoch": history[-1]["mean_loss"]},
         "history": history,
     }
+    if config.distill_from:
+        record["distilled_from"] = config.distill_from
     if earlier:
         record["initialised_from"] = earlier
         record["steps_in_all"] = step + earlier["steps"]

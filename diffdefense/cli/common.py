@@ -45,6 +45,13 @@ ship_option = click.option(
     show_default=True,
     help=f"Write the final weights into the weights folder [${WEIGHTS_ENV_VAR}, else the shipped one].",
 )
+extra_train_option = click.option(
+    "--extra-train",
+    default=None,
+    metavar="FOLDER",
+    help="Add the training split of this data folder (under the data root) to the data set's own, e.g. "
+    "kmnist-train-part: official KMNIST training images beside the KMNIST preset's split of the test images.",
+)
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
 data_root_option = click.option(
     "--data-root",

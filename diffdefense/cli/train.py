@@ -9,6 +9,7 @@ from diffdefense.cli.common import (
     DDPM,
     data_root_option,
     dataset_option,
+    extra_train_option,
     main,
     out_option,
     seed_option,
@@ -32,6 +33,7 @@ def train() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=CLASSIFIER.batch_size, show_default=True)
 @click.option("--lr", type=float, default=CLASSIFIER.lr, show_default=True)
 @click.option("--augment/--no-augment", default=CLASSIFIER.augment, show_default=True, help="Random affine jitter.")
+@extra_train_option
 @seed_option
 @data_root_option
 @out_option
@@ -86,6 +88,19 @@ def train_classifier_command(out, data_root, ship, **settings) -> None:
     help="Start from this finished run's weights and EMA (a new learning-rate schedule).",
 )
 @click.option(
+    "--init-from-shipped",
+    type=click.Choice(UNET_NAMES),
+    default=None,
+    help="Start from this shipped U-Net's weights (same widths and normalisation; a new learning-rate schedule).",
+)
+@click.option(
+    "--distill-from",
+    type=click.Choice(UNET_NAMES),
+    default=None,
+    help="Train against this shipped U-Net's noise prediction instead of the drawn noise (distillation, e.g. a "
+    "narrow net from the wide one).",
+)
+@click.option(
     "--max-timestep",
     type=click.IntRange(min=1),
     default=None,
@@ -99,6 +114,7 @@ def train_classifier_command(out, data_root, ship, **settings) -> None:
     help="The shipped name; default 'unet' for GroupNorm, 'unet_bn' for BatchNorm ('unet_bn_small': a narrower "
     "BatchNorm net).",
 )
+@extra_train_option
 @seed_option
 @data_root_option
 @out_option
