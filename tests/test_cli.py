@@ -28,6 +28,20 @@ def test_models_stats_reports_parameters_and_flops_as_json():
     assert stats["parameters"] > 0 and stats["flops_per_image"] > stats["parameters"]
 
 
+def test_models_noise_error_is_seeded_and_ranks_the_fine_tuned_net_above_its_start():
+    args = ["models", "noise-error", "--unet", "unet_bn_small", "--unet", "unet_bn_small_t15", "-n", "64"]
+    runs = [CliRunner().invoke(main, [*args, "--max-timestep", "15", "--json"]) for _ in range(2)]
+    assert runs[0].exit_code == 0, runs[0].output
+    assert runs[0].output == runs[1].output
+    before, after = (r["noise_mse"] for r in json.loads(runs[0].output))
+    assert 0.0 < after < before  # fine-tuned on t < 15, measured on held-out images at t < 15
+
+
+def test_models_noise_error_refuses_more_images_than_the_test_split():
+    result = CliRunner().invoke(main, ["models", "noise-error", "-n", "10001"])
+    assert result.exit_code == 1 and "Expected 1 <= n <= 10000" in result.output
+
+
 def test_models_verify_passes_on_the_shipped_weights():
     result = CliRunner().invoke(main, ["models", "verify"])
     assert result.exit_code == 0, result.output

@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffdefense.data import load_dataset
-from diffdefense.training.ddpm import sample
+from diffdefense.training.ddpm import random_noising, sample, to_model_range
 from diffdefense.training.loading import load_classifier, load_unet
 from diffdefense.training.models import UNet
 
@@ -87,6 +87,33 @@ def sample_quality(dataset: str, n: int, seed: int, grid_path: Path, unet_name: 
         "sampler": f"ancestral DDPM, {schedule.num_steps} steps, predicted x_0 clipped to [-1, 1] at each step",
         **judged_by_model_a(dataset, images, grid_path),
         "grid": str(grid_path),
+    }
+
+
+def noise_prediction_error(
+    dataset: str, unet_name: str, n: int, seed: int, max_timestep: int | None = None, data_root: Path | None = None
+) -> dict:
+    """Mean squared error of a shipped U-Net's noise prediction on the first n test images (held-out for KMNIST),
+    at timesteps drawn uniformly below max_timestep (all trained steps if None): L_simple, measured, not trained on.
+    The same seed draws the same timesteps and noise for every U-Net, so the errors compare pair by pair."""
+    test = load_dataset(dataset, "test", data_root)
+    if not 1 <= n <= len(test):
+        raise ValueError(f"Expected 1 <= n <= {len(test)} ({test.name}), but got n={n}.")
+    x0 = to_model_range(test.as_tensors()[0][:n])
+    unet, schedule = load_unet(dataset, name=unet_name)
+    generator = torch.Generator().manual_seed(seed)
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, n, 500):
+            x_t, t, noise = random_noising(schedule, x0[start : start + 500], generator, max_timestep)
+            total += (unet(x_t, t) - noise).pow(2).sum().item()
+    return {
+        "dataset": dataset,
+        "unet": unet_name,
+        "images": f"the first {n} of {test.name}",
+        "timesteps": f"uniform over t < {max_timestep or schedule.num_steps}",
+        "seed": seed,
+        "noise_mse": total / x0.numel(),
     }
 
 

@@ -77,6 +77,31 @@ def models_stats(channels, as_json) -> None:
         )
 
 
+@models.command("noise-error")
+@dataset_option
+@click.option("--unet", "unets", type=click.Choice(UNET_NAMES), multiple=True, default=("unet",), show_default=True)
+@click.option("-n", "--num-images", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--max-timestep", type=click.IntRange(min=1), default=None, help="Draw t below this (default: all).")
+@seed_option
+@data_root_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_noise_error(dataset, unets, num_images, max_timestep, seed, data_root, as_json) -> None:
+    """Noise-prediction error (L_simple) of shipped U-Nets on held-out images, same draws for each."""
+    import json
+
+    from diffdefense.training.quality import noise_prediction_error
+
+    try:
+        results = [noise_prediction_error(dataset, u, num_images, seed, max_timestep, data_root) for u in unets]
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        click.echo(f"{r['unet']}: noise MSE {r['noise_mse']:.4f} ({r['images']}, {r['timesteps']}, seed {r['seed']})")
+
+
 @models.command("sample")
 @dataset_option
 @click.option("-n", "--num-samples", type=click.IntRange(min=64), default=1000, show_default=True)
