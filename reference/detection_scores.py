@@ -3,11 +3,14 @@
     python tools/detection_scores.py --dataset mnist -n 200 --unet unet_bn --attack-cache runs/tune_mnist_bn/attacks \
         --out docs/results/detection_scores_mnist_train200.json
 
+The attacked images come from the preset sweep's cache (tools/tune_preset.py: same images, seed and classifier); an
+attack missing from it is run on Model A and added to it.
+
 The defence flags an input when its best candidate's mean squared error (before the refining pass) is high. Other
 statistics of the same call may separate attacked from clean inputs better where that one is weak (minimal-norm
 attacks such as EAD and DeepFool change few pixels, so a mean over 784 pixels hides them): the refined image's
 error, its largest pixel difference, and how the R candidates' errors spread. Each is computed from one reference
-defence call per image; the attacks come from the preset sweep's cache (same images, seed and classifier).
+defence call per image.
 """
 
 from __future__ import annotations
@@ -23,22 +26,38 @@ from sklearn.metrics import roc_auc_score
 
 from diffdefense.data import load_dataset
 from diffdefense.machine import cpu_model
+from diffdefense.reference.attacks import run_attack
 from diffdefense.reference.defense import Reconstruction, ReferenceDefense
 from diffdefense.reference.evaluation import ArrayCache, pick_indices
 from diffdefense.settings import PRESETS
 from diffdefense.shipped import UNET_NAMES
-from diffdefense.training.loading import load_unet
+from diffdefense.training.loading import load_classifier, load_unet
 
 ATTACKS = ("FGSM", "PGD", "DeepFool", "Square", "AutoAttack", "EAD")
 
 
-def detection_scores(images: torch.Tensor, result: Reconstruction) -> dict[str, np.ndarray]:
+def jensen_shannon(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence (nats) between rows of two probability tables (B, K)."""
+    m = (p + q) / 2
+
+    def kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a * (a.clamp_min(1e-12).log() - b.clamp_min(1e-12).log())).sum(1)
+
+    return (kl(p, m) + kl(q, m)) / 2
+
+
+def detection_scores(
+    images: torch.Tensor, result: Reconstruction, classifier: torch.nn.Module | None = None, top_pixels: int = 20
+) -> dict[str, np.ndarray]:
     """Scores (B,) per statistic for images (B, 1, 28, 28) and their reconstruction; higher: more likely attacked.
 
     best_mse: the best candidate's error before the refining pass (the defence's score today); refined_mse and
-    refined_l1: the returned (refined) image's mean squared and absolute error; refined_max_pixel: its largest pixel
-    difference (a per-pixel statistic); candidate_mean and candidate_spread: the mean and standard deviation of the
-    R candidates' errors."""
+    refined_l1: the returned (refined) image's mean squared and absolute error; refined_max_pixel and
+    refined_top_pixels: its largest pixel difference and the mean of its `top_pixels` largest (per-pixel
+    statistics: minimal-norm attacks change few pixels); candidate_mean and candidate_spread: the mean and standard
+    deviation of the R candidates' errors; with a classifier, classifier_divergence: the Jensen-Shannon divergence
+    between its class probabilities on the input and on the reconstruction (an attack that flips the label and is
+    undone by the defence moves them apart; MagNet's detector uses the same statistic)."""
     difference = (result.images - images).flatten(1).detach()
     losses = result.candidate_errors.detach()
     scores = {
@@ -46,18 +65,25 @@ def detection_scores(images: torch.Tensor, result: Reconstruction) -> dict[str, 
         "refined_mse": difference.pow(2).mean(1),
         "refined_l1": difference.abs().mean(1),
         "refined_max_pixel": difference.abs().amax(1),
+        "refined_top_pixels": difference.abs().topk(top_pixels, dim=1).values.mean(1),
         "candidate_mean": losses.mean(1),
         "candidate_spread": losses.std(1) if losses.shape[1] > 1 else torch.zeros(len(losses)),
     }
+    if classifier is not None:
+        with torch.no_grad():
+            p, q = (torch.softmax(classifier(x), 1) for x in (images, result.images.detach()))
+        scores["classifier_divergence"] = jensen_shannon(p, q)
     return {name: score.double().numpy() for name, score in scores.items()}
 
 
-def scores_of(defense: ReferenceDefense, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+def scores_of(
+    defense: ReferenceDefense, images: np.ndarray, batch_size: int, classifier: torch.nn.Module
+) -> dict[str, np.ndarray]:
     parts = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(images[start : start + batch_size])
         with torch.no_grad():
-            parts.append(detection_scores(batch, defense.reconstruct(batch)))
+            parts.append(detection_scores(batch, defense.reconstruct(batch), classifier))
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
@@ -86,7 +112,8 @@ def auroc_table(scores: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str,
     "--attack-cache",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="The preset sweep's cache of attacked training images (tools/tune_preset.py --out DIR: DIR/attacks).",
+    help="Cache of attacked training images, shared with tools/tune_preset.py (its --out DIR: DIR/attacks); "
+    "missing attacks are run and added.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="JSON to write.")
@@ -94,16 +121,16 @@ def main(dataset, num_images, preset, unet, seed, attacks, attack_cache, batch_s
     """AUROC of each detection score, per attack, on attacked training images."""
     train = load_dataset(dataset, "train")
     indices = pick_indices(len(train), num_images, seed)
-    images = train.subset(indices).float_images()
+    images, labels = train.subset(indices).as_tensors()
     cache = ArrayCache(attack_cache, {"dataset": dataset, "split": "train", "indices": indices.tolist()})
-    sets = {"clean": images}
+    model_a = load_classifier(dataset, "model_a")
+    sets = {"clean": images.numpy()}
     for name in attacks:
-        if not (attack_cache / f"{name}.npz").is_file():
-            raise click.ClickException(f"{attack_cache} has no {name} set: make it with tools/tune_preset.py first.")
-        sets[name] = np.clip(cache.load(name), 0.0, 1.0)
+        adversarial = cache.get(name, lambda a=name: run_attack(a, model_a, images, labels, seed).numpy())
+        sets[name] = np.clip(adversarial, 0.0, 1.0)
     defense = ReferenceDefense(*load_unet(dataset, name=unet), PRESETS[preset].with_(seed=seed))
     started = time.perf_counter()
-    scores = {name: scores_of(defense, batch, batch_size) for name, batch in sets.items()}
+    scores = {name: scores_of(defense, batch, batch_size, model_a) for name, batch in sets.items()}
     table = auroc_table(scores)
     record = {
         "what": "AUROC of detection scores, attacked against clean training images (never test images)",

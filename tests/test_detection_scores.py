@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from diffdefense.reference.defense import ReferenceDefense
-from diffdefense.reference.detection_scores import auroc_table, detection_scores
+from diffdefense.reference.detection_scores import auroc_table, detection_scores, jensen_shannon
 from diffdefense.settings import PRESETS
 from diffdefense.shipped import SAMPLES_DIR
-from diffdefense.training.loading import load_unet
+from diffdefense.training.loading import load_classifier, load_unet
 
 CHEAP = PRESETS["default"].with_(num_candidates=3, iterations=2)
 
@@ -16,11 +16,18 @@ CHEAP = PRESETS["default"].with_(num_candidates=3, iterations=2)
 def test_scores_follow_their_definitions_on_a_real_call():
     images = torch.from_numpy(np.load(SAMPLES_DIR / "mnist.npz")["images"][:3])
     result = ReferenceDefense(*load_unet("mnist", name="unet_bn"), CHEAP).reconstruct(images)
-    scores = detection_scores(images, result)
+    classifier = load_classifier("mnist", "model_a")
+    scores = detection_scores(images, result, classifier, top_pixels=5)
     difference = (result.images - images).flatten(1)
     np.testing.assert_allclose(scores["best_mse"], result.errors.double().numpy())
     np.testing.assert_allclose(scores["refined_mse"], difference.pow(2).mean(1).double().numpy(), rtol=1e-6)
     np.testing.assert_allclose(scores["refined_max_pixel"], difference.abs().amax(1).double().numpy(), rtol=1e-6)
+    top5 = np.sort(difference.abs().numpy(), axis=1)[:, -5:].mean(1)
+    np.testing.assert_allclose(scores["refined_top_pixels"], top5, rtol=1e-5)
+    assert (scores["refined_top_pixels"] <= scores["refined_max_pixel"] + 1e-12).all()
+    with torch.no_grad():
+        p, q = (torch.softmax(classifier(x), 1) for x in (images, result.images))
+    np.testing.assert_allclose(scores["classifier_divergence"], jensen_shannon(p, q).double().numpy(), rtol=1e-6)
     losses = result.candidate_errors.double().numpy()
     np.testing.assert_allclose(scores["candidate_mean"], losses.mean(1), rtol=1e-6)
     np.testing.assert_allclose(scores["candidate_spread"], losses.std(1, ddof=1), rtol=1e-5)
@@ -32,3 +39,12 @@ def test_auroc_table_ranks_each_score_against_the_clean_ones():
     attacked = {"a": np.array([0.4, 0.5, 0.6]), "b": np.array([0.1, 0.2, 0.8])}
     table = auroc_table({"clean": clean, "FGSM": attacked})
     assert table == {"FGSM": {"a": 1.0, "b": pytest.approx(3 / 9, abs=1e-4)}}
+
+
+def test_jensen_shannon_is_zero_on_equal_rows_and_log2_on_disjoint_ones():
+    p = torch.tensor([[0.2, 0.8], [1.0, 0.0]], dtype=torch.float64)
+    q = torch.tensor([[0.2, 0.8], [0.0, 1.0]], dtype=torch.float64)
+    divergence = jensen_shannon(p, q)
+    assert divergence[0].item() == pytest.approx(0.0, abs=1e-12)
+    assert divergence[1].item() == pytest.approx(np.log(2), rel=1e-9)
+    assert torch.allclose(divergence, jensen_shannon(q, p))  # symmetric
