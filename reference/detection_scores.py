@@ -58,20 +58,33 @@ def detection_scores(
     deviation of the R candidates' errors; with a classifier, classifier_divergence: the Jensen-Shannon divergence
     between its class probabilities on the input and on the reconstruction (an attack that flips the label and is
     undone by the defence moves them apart; MagNet's detector uses the same statistic)."""
-    difference = (result.images - images).flatten(1).detach()
     losses = result.candidate_errors.detach()
+    scores = scores_of_output(images, result.images.detach(), result.errors.detach(), classifier, top_pixels)
+    scores["candidate_mean"] = losses.mean(1).double().numpy()
+    scores["candidate_spread"] = (losses.std(1) if losses.shape[1] > 1 else torch.zeros(len(losses))).double().numpy()
+    return scores
+
+
+def scores_of_output(
+    images: torch.Tensor,
+    reconstructions: torch.Tensor,
+    best_errors: torch.Tensor,
+    classifier: torch.nn.Module | None = None,
+    top_pixels: int = 20,
+) -> dict[str, np.ndarray]:
+    """The scores that need only what the defence returns (the refined images and the best candidate's error), so
+    that they can also be computed from an evaluation's cached reconstructions."""
+    difference = (reconstructions - images).flatten(1)
     scores = {
-        "best_mse": result.errors.detach(),
+        "best_mse": best_errors,
         "refined_mse": difference.pow(2).mean(1),
         "refined_l1": difference.abs().mean(1),
         "refined_max_pixel": difference.abs().amax(1),
         "refined_top_pixels": difference.abs().topk(top_pixels, dim=1).values.mean(1),
-        "candidate_mean": losses.mean(1),
-        "candidate_spread": losses.std(1) if losses.shape[1] > 1 else torch.zeros(len(losses)),
     }
     if classifier is not None:
         with torch.no_grad():
-            p, q = (torch.softmax(classifier(x), 1) for x in (images, result.images.detach()))
+            p, q = (torch.softmax(classifier(x), 1) for x in (images, reconstructions))
         scores["classifier_divergence"] = jensen_shannon(p, q)
     return {name: score.double().numpy() for name, score in scores.items()}
 
