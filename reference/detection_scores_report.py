@@ -1,7 +1,8 @@
 """The detection scores of reference/detection_scores.py on a finished evaluation's test images, from its caches:
 
     python tools/detection_scores_report.py --report docs/results/mnist_default_bn_small_distilled_1000 \
-        --attack-cache runs/attacks_mnist_1000 --out docs/results/detection_scores_mnist_test1000_bn_small_distilled.json
+        --attack-cache runs/attacks_mnist_1000 \
+        --out docs/results/detection_scores_mnist_test1000_bn_small_distilled.json
 
 The scores that need only what the defence returns (its refined image and best candidate's error) are computed
 from the report's cached reconstructions and the cached adversarial sets, so no defence runs again: the check on the
@@ -40,12 +41,14 @@ def defense_cache_folder(report: Path) -> Path:
 
 def report_scores(report: Path, attack_cache: Path, data_root: Path | None = None) -> tuple[dict, dict]:
     """{set: {score: (N,)}} for the clean images and each white-box attack of the report, and the report's record."""
+    if not (report / "results.json").is_file():
+        raise click.ClickException(f"Expected a `diffdefense evaluate` report in {report}, but it has no results.json.")
+    reconstructions = defense_cache_folder(report)
     record = json.loads((report / "results.json").read_text())
     dataset, indices, seed = record["dataset"], np.asarray(record["indices"]), record["seed"]
     images = load_dataset(dataset, "test", data_root).subset(indices).float_images()
     identity = {"dataset": dataset, "indices": indices.tolist(), "seed": seed}
     adversarial_sets = ArrayCache(attack_cache, identity)
-    reconstructions = defense_cache_folder(report)
     stamp = json.loads((reconstructions / "identity.json").read_text())
     if stamp.get("indices") != indices.tolist() or stamp.get("dataset") != dataset:
         raise click.ClickException(f"{reconstructions} was made for other images than {report}/results.json's.")

@@ -48,3 +48,37 @@ def test_jensen_shannon_is_zero_on_equal_rows_and_log2_on_disjoint_ones():
     assert divergence[0].item() == pytest.approx(0.0, abs=1e-12)
     assert divergence[1].item() == pytest.approx(np.log(2), rel=1e-9)
     assert torch.allclose(divergence, jensen_shannon(q, p))  # symmetric
+
+
+def test_report_scores_read_an_evaluations_caches_and_refuse_a_folder_without_them(tmp_path):
+    import json
+
+    import click
+
+    from diffdefense.data import load_dataset
+    from diffdefense.reference.detection_scores_report import report_scores
+    from diffdefense.reference.evaluation import ArrayCache
+
+    indices = [0, 1, 2, 3]
+    images = load_dataset("mnist", "test").subset(np.array(indices)).float_images()
+    report = tmp_path / "report"
+    report.mkdir()
+    with pytest.raises(click.ClickException, match="has no results.json"):
+        report_scores(report, tmp_path / "attacks")
+    record = {"dataset": "mnist", "indices": indices, "seed": 0, "results": {"white_box": {"FGSM": {}}}}
+    (report / "results.json").write_text(json.dumps(record))
+    with pytest.raises(click.ClickException, match="Expected one cache/defense-"):
+        report_scores(report, tmp_path / "attacks")
+    identity = {"dataset": "mnist", "indices": indices, "seed": 0}
+    attacked = np.clip(images + 0.3 * np.sign(np.random.default_rng(0).normal(size=images.shape)), 0, 1)
+    ArrayCache(tmp_path / "attacks", identity).get("adversarial_white_box_FGSM", lambda: attacked.astype(np.float32))
+    defended = ArrayCache(report / "cache" / "defense-x", {**identity, "settings": {}})
+    for name, outputs, error in (("clean", images, 0.01), ("white_box_FGSM", images, 0.05)):
+        rows = np.concatenate([outputs.reshape(4, -1), np.full((4, 1), error)], axis=1).astype(np.float32)
+        defended.get(f"defended_{name}", lambda r=rows: r)
+    scores, _ = report_scores(report, tmp_path / "attacks")
+    np.testing.assert_allclose(scores["clean"]["refined_l1"], 0.0)  # the output is the input
+    expected = np.abs(attacked - images).reshape(4, -1).mean(1)
+    np.testing.assert_allclose(scores["FGSM"]["refined_l1"], expected, rtol=1e-6)
+    np.testing.assert_allclose(scores["FGSM"]["best_mse"], 0.05, rtol=1e-6)
+    assert auroc_table(scores)["FGSM"]["refined_l1"] == 1.0
