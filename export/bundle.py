@@ -21,7 +21,7 @@ import torch
 from diffdefense import __version__, shipped
 from diffdefense.checksums import sha256_of
 from diffdefense.data import dataset_labels, load_dataset
-from diffdefense.detection_threshold import TARGET_FALSE_POSITIVE_RATE, clean_threshold
+from diffdefense.detection_threshold import DEFAULT_DETECTION_SCORE, TARGET_FALSE_POSITIVE_RATE, clean_threshold
 from diffdefense.export.onnx_export import export_classifier, export_unet, max_abs_error
 from diffdefense.export.quantize import quantize_timestep_graphs
 from diffdefense.export.timestep_graphs import export_timestep_graphs, used_timesteps
@@ -81,25 +81,23 @@ def calibrate_threshold(
     seed: int = 0,
     target_fpr: float = TARGET_FALSE_POSITIVE_RATE,
 ) -> DetectionRecord:
-    """The runtime's own reconstruction errors on clean *training-split* images (never test images) under the
-    bundle's default settings; the threshold flags the top target_fpr of them."""
+    """The runtime's own detection scores (the default score) on clean *training-split* images (never test images)
+    under the bundle's default settings; the threshold flags the top target_fpr of them."""
     from diffdefense.runtime.defender import Defender
 
     train = load_dataset(dataset, "train", data_root)
     indices = np.sort(np.random.default_rng(seed).permutation(len(train))[:count])
-    with Defender(bundle_dir) as defender:
-        errors = np.concatenate(
-            [
-                defender(train.subset(indices[i : i + 50]).float_images()).reconstruction_error
-                for i in range(0, count, 50)
-            ]
+    with Defender(bundle_dir, detection_score=DEFAULT_DETECTION_SCORE) as defender:
+        scores = np.concatenate(
+            [defender(train.subset(indices[i : i + 50]).float_images()).detection_score for i in range(0, count, 50)]
         )
     return DetectionRecord(
-        threshold=clean_threshold(errors, target_fpr),
+        threshold=clean_threshold(scores, target_fpr),
         target_fpr=target_fpr,
         calibration=f"{count} clean images of the {train.name} split, seed {seed}",
         settings=defender.settings,
-        clean_error_median=float(np.median(errors)),
+        clean_error_median=float(np.median(scores)),
+        score=DEFAULT_DETECTION_SCORE,
     )
 
 

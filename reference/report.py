@@ -15,6 +15,14 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
+def _auroc(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _pct_or_dash(value: float | None) -> str:
+    return "-" if value is None else _pct(value)
+
+
 def _interval(accuracy: float, images: int) -> str:
     low, high = accuracy_interval(accuracy, images)
     return f"{_pct(low)}-{_pct(high)}"
@@ -51,9 +59,9 @@ def markdown_table(record: dict) -> str:
             continue
         head = (
             "| attack | no defence | DiffDefense | DiffDefense 95 % CI | threshold 0.5 | detection AUROC "
-            "| detected at 5 % clean FPR |"
+            "| detected at 5 % clean FPR | AUROC, refined L1 | detected, refined L1 |"
         )
-        rule = "| --- | --- | --- | --- | --- | --- | --- |"
+        rule = "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         if paper and setting == "white_box":
             head += " paper: no defence | paper: DiffDefense | paper: AUROC |"
             rule += " --- | --- | --- |"
@@ -63,7 +71,9 @@ def markdown_table(record: dict) -> str:
             row = (
                 f"| {attack} | {_pct(v['accuracy_no_defense'])} | {_pct(v['accuracy_defended'])} | "
                 f"{_interval(v['accuracy_defended'], images)} | {thresholded} | "
-                f"{v['detection_auroc']:.3f} | {_pct(v['detection_rate_at_5pct_fpr'])} |"
+                f"{v['detection_auroc']:.3f} | {_pct(v['detection_rate_at_5pct_fpr'])} | "
+                f"{_auroc(v.get('detection_auroc_refined_l1'))} | "
+                f"{_pct_or_dash(v.get('detection_rate_at_5pct_fpr_refined_l1'))} |"
             )
             if paper and setting == "white_box":
                 row += (
@@ -97,6 +107,9 @@ def markdown_table(record: dict) -> str:
         "the baseline any purifier of MNIST against L-inf attacks should be read against.",
         "95 % CI: the Wilson score interval of the defended accuracy as a proportion of the images evaluated (scipy): "
         "the sampling error of this subset alone; differences inside it are not resolved by this many images.",
+        "Detection AUROC: by the best candidate's error (the paper's score); refined L1: by the mean absolute "
+        "difference between the defence's output and its input, the runtime's score (a dash where results.json "
+        "predates it).",
         "Every number above is in results.json with the sample indices, settings and versions (the intervals are "
         "computed from it).",
         "",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffdefense.detection_threshold import DEFAULT_DETECTION_SCORE, DETECTION_SCORES, compute_score
 from diffdefense.draws import Draws, draw_chunks
 from diffdefense.respace import reverse_chain
 from diffdefense.runtime.backends import BackendOptions, ClosedRunner, make_runner
@@ -37,9 +38,11 @@ MAX_LATENT = 1e4
 @dataclass(frozen=True)
 class DefenseResult:
     """labels (B,) int; probabilities (B, 10); reconstructions (B, 1, 28, 28) in [0, 1];
-    reconstruction_error (B,): mean squared error of the best candidate (the detection score; with settings.refine,
-        its fit before the refining pass, so not the distance of the reconstructions returned);
-    attack_flag (B,) bool: error above the threshold (all False when no threshold is set);
+    reconstruction_error (B,): mean squared error of the best candidate (with settings.refine, its fit before the
+        refining pass, so not the distance of the reconstructions returned);
+    detection_score (B,): the score the threshold applies to (the Defender's detection_score: 'refined_l1', the
+        mean absolute difference between reconstruction and input, or 'best_mse', reconstruction_error itself);
+    attack_flag (B,) bool: detection_score above the threshold (all False when no threshold is set);
     timings: seconds for 'defense', 'classify' and 'total' of this batch."""
 
     labels: np.ndarray
@@ -47,6 +50,7 @@ class DefenseResult:
     probabilities: np.ndarray
     reconstructions: np.ndarray
     reconstruction_error: np.ndarray
+    detection_score: np.ndarray
     attack_flag: np.ndarray
     threshold: float | None
     timings: dict[str, float]
@@ -74,7 +78,10 @@ class Defender:
     """defender(images) -> DefenseResult, for images (B, 1, 28, 28) float in [0, 1].
 
     settings: a DefenseSettings, a preset name, or None for the bundle's defaults.
-    threshold: reconstruction error above which an input is flagged; None uses the bundle's, if it has one.
+    threshold: detection score above which an input is flagged; None uses the bundle's, if it has one and it was
+        calibrated for these settings and this score.
+    detection_score: which score flags attacks ('refined_l1' or 'best_mse'; diffdefense/detection_threshold.py);
+        None: the one the bundle's threshold was calibrated on ('refined_l1' when the bundle has none).
     backend: where the models and the elementwise steps run, a BackendOptions (provider, threads, fp16, step_ops,
         device_loop; its docstring says what each means). The keyword arguments of the same names build one
         instead (those left None take BackendOptions' defaults); give one or the other. The attribute backend holds
@@ -110,6 +117,7 @@ class Defender:
         unet_graphs: str | None = None,
         max_batch: int | None = None,
         memory_budget: int | None = None,
+        detection_score: str | None = None,
     ) -> None:
         self.closed = False
         keywords = {"provider": provider, "threads": threads, "fp16": fp16, "step_ops": step_ops}
@@ -146,7 +154,12 @@ class Defender:
             isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and 0.0 <= threshold < math.inf
         ):  # NaN would never flag, infinity never could
             raise ValueError(f"Expected threshold to be None or a finite number >= 0, but got {threshold!r}.")
-        self.threshold = float(threshold) if threshold is not None else _bundle_threshold(manifest.detection, settings)
+        self.detection_score = _detection_score(detection_score, manifest.detection)
+        self.threshold = (
+            float(threshold)
+            if threshold is not None
+            else _bundle_threshold(manifest.detection, settings, self.detection_score)
+        )
         self.precision = precision
         self.unet_graphs = _unet_graphs(unet_graphs, precision, device_loop=bool(kernels))
         self.unet = self._unet_runner(manifest)
@@ -399,13 +412,15 @@ class Defender:
                 "Expected finite reconstructions, errors and probabilities, but the models gave NaN or infinity "
                 "for this batch."
             )
-        flags = errors > self.threshold if self.threshold is not None else np.zeros(len(errors), dtype=bool)
+        scores = compute_score(self.detection_score, images, reconstructions, errors)
+        flags = scores > self.threshold if self.threshold is not None else np.zeros(len(scores), dtype=bool)
         return DefenseResult(
             labels=probabilities.argmax(axis=1),
             label_names=self.label_names,
             probabilities=probabilities,
             reconstructions=reconstructions,
             reconstruction_error=errors,
+            detection_score=scores,
             attack_flag=flags,
             threshold=self.threshold,
             timings={"defense": defended - start, "classify": done - defended, "total": done - start},
@@ -415,9 +430,17 @@ class Defender:
         )
 
 
-def _bundle_threshold(detection: DetectionRecord | None, settings: DefenseSettings) -> float | None:
-    """The bundle's calibrated threshold, which holds only for the settings it was calibrated with."""
-    if detection is None or detection.settings != settings:
+def _detection_score(name: str | None, detection: DetectionRecord | None) -> str:
+    if name is None:
+        return detection.score if detection is not None else DEFAULT_DETECTION_SCORE
+    if name not in DETECTION_SCORES:
+        raise ValueError(f"Expected detection_score to be one of {DETECTION_SCORES} or None, but got {name!r}.")
+    return name
+
+
+def _bundle_threshold(detection: DetectionRecord | None, settings: DefenseSettings, score: str) -> float | None:
+    """The bundle's calibrated threshold, which holds only for the settings and the score it was calibrated with."""
+    if detection is None or detection.settings != settings or detection.score != score:
         return None
     return detection.threshold
 

@@ -24,6 +24,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from diffdefense.detection_threshold import DETECTION_SCORES
 from diffdefense.schedule import NoiseSchedule
 from diffdefense.settings import DefenseSettings
 
@@ -54,18 +55,21 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class DetectionRecord:
-    """The calibrated attack threshold: a reconstruction error above it is flagged, under these settings only.
+    """The calibrated attack threshold: a detection score above it is flagged, under these settings only.
     target_fpr: the share of clean calibration images it flags; calibration: which images; clean_error_median: their
-    median error (each None when the manifest leaves it out)."""
+    median score (each None when the manifest leaves it out); score: which detection score
+    (diffdefense/detection_threshold.py; 'best_mse' in bundles from before the field)."""
 
     threshold: float
     settings: DefenseSettings
     target_fpr: float | None = None
     calibration: str | None = None
     clean_error_median: float | None = None
+    score: str = "best_mse"
 
     def to_json(self) -> dict:
         record = {
+            "score": self.score,
             "threshold": self.threshold,
             "target_fpr": self.target_fpr,
             "calibration": self.calibration,
@@ -327,7 +331,9 @@ def _detection(detection: object, need: Need, manifest_path: Path) -> DetectionR
     need(target_fpr is None or _number(target_fpr), "the detection's target_fpr as a finite number", target_fpr)
     need(calibration is None or isinstance(calibration, str), "the detection's calibration as a string", calibration)
     need(median is None or _number(median), "the detection's clean_error_median as a finite number", median)
-    return DetectionRecord(float(threshold), settings, target_fpr, calibration, median)
+    score = detection.get("score", "best_mse")
+    need(score in DETECTION_SCORES, f"the detection's score to be one of {list(DETECTION_SCORES)}", score)
+    return DetectionRecord(float(threshold), settings, target_fpr, calibration, median, score)
 
 
 def _optional_map(values: object, kind: Callable[[object], bool], what: str, need: Need) -> dict | None:

@@ -70,6 +70,20 @@ def test_defend_reads_a_folder_of_pictures_and_exit_code_3_flags_an_attack(pictu
     assert flagged.exit_code == 3
 
 
+def test_defend_reports_the_detection_score_it_was_asked_for(pictures):
+    folder, _ = pictures
+    args = ["defend", str(folder), *CHEAP, "--invert", "--json"]
+    by_name = {}
+    for score in ("refined_l1", "best_mse"):
+        result = CliRunner().invoke(main, [*args, "--detection-score", score])
+        assert result.exit_code == 0, result.output
+        by_name[score] = json.loads(result.output)["results"]
+    assert [r["detection_score"] for r in by_name["best_mse"]] == [
+        r["reconstruction_error"] for r in by_name["best_mse"]
+    ]
+    assert [r["detection_score"] for r in by_name["refined_l1"]] != [r["detection_score"] for r in by_name["best_mse"]]
+
+
 def test_defend_refuses_an_unreadable_picture_and_an_empty_folder(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     result = CliRunner().invoke(main, ["defend", str(tmp_path / "broken.png")])

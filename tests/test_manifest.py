@@ -49,7 +49,18 @@ def test_optional_keys_stay_optional():
     assert not {"detection", "parity", "sources", "versions"} & set(written) and "preset" not in written["defaults"]
     assert BundleManifest.from_json(written, BUNDLES_DIR) == bare
     record = DetectionRecord(threshold=0.5, settings=PRESETS["paper"])
-    assert record.to_json() == {"threshold": 0.5, "settings": json.loads(json.dumps(PRESETS["paper"].to_dict()))}
+    settings = json.loads(json.dumps(PRESETS["paper"].to_dict()))
+    assert record.to_json() == {"score": "best_mse", "threshold": 0.5, "settings": settings}
+
+
+def test_a_detection_record_without_a_score_is_the_best_candidates_error_and_an_unknown_score_is_refused():
+    manifest = json.loads((BUNDLES_DIR / "mnist" / "manifest.json").read_text())
+    assert BundleManifest.from_json(manifest, BUNDLES_DIR).detection.score == "refined_l1"
+    del manifest["detection"]["score"]  # a bundle exported before the score was recorded
+    assert BundleManifest.from_json(manifest, BUNDLES_DIR).detection.score == "best_mse"
+    manifest["detection"]["score"] = "max_pixel"
+    with pytest.raises(BundleError, match="the detection's score to be one of"):
+        BundleManifest.from_json(manifest, BUNDLES_DIR)
 
 
 @pytest.mark.parametrize(

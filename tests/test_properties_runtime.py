@@ -209,20 +209,27 @@ def check_result(defender: Defender, images: np.ndarray, result) -> None:
     if not defender.settings.refine:  # with it, the error is the fit before the refining pass (a test below)
         mse = ((recon.astype(np.float64) - images) ** 2).mean(axis=(1, 2, 3))
         np.testing.assert_allclose(error, mse, rtol=1e-4, atol=1e-7)
+    score = result.detection_score
+    if defender.detection_score == "refined_l1":  # the output's mean absolute distance to the input
+        l1 = np.abs(recon.astype(np.float64) - images).mean(axis=(1, 2, 3))
+        np.testing.assert_allclose(score, l1, rtol=1e-5, atol=1e-7)
+    else:
+        np.testing.assert_array_equal(score, error)
     flags = result.attack_flag
     assert flags.dtype == bool and flags.shape == (batch,)
-    assert (flags == (error > result.threshold)).all() if result.threshold is not None else not flags.any()
+    assert (flags == (score > result.threshold)).all() if result.threshold is not None else not flags.any()
     assert result.latents.shape == (batch, *IMAGE) and np.isfinite(result.latents).all()
 
 
 def test_the_refining_pass_changes_the_images_alone(defender):
-    """The error, the flag and the latents are the chosen candidate's fit, as without the pass; the images are not."""
+    """The error and the latents are the chosen candidate's fit, as without the pass; the images are not (nor the
+    detection score, which measures them)."""
     assert defender.settings.refine
     images = np.random.default_rng(0).random((3, *IMAGE), dtype=np.float32)
     refined = defender(images)
     without = Defender(bundle_dir("mnist"), defender.settings.with_(refine=False))
     plain = without(images)
-    for field in ("reconstruction_error", "attack_flag", "latents"):
+    for field in ("reconstruction_error", "latents"):
         np.testing.assert_array_equal(getattr(refined, field), getattr(plain, field))
     check_result(without, images, plain)  # there the error is the images' distance to the input
     assert np.abs(refined.reconstructions - plain.reconstructions).max() > 0.1

@@ -113,6 +113,11 @@ def test_bundle_defaults_are_the_paper_preset_with_a_calibrated_threshold(export
     assert "8 clean images of the mnist-train split" in detection.calibration
     # The threshold belongs to the settings it was calibrated with: other settings get none unless given.
     assert Defender(exported_bundle.path, FAST).threshold is None
+    # ... and to the score: the calibration is on the default, refined_l1; the paper's best_mse gets none either.
+    assert detection.score == "refined_l1" and defender.detection_score == "refined_l1"
+    assert Defender(exported_bundle.path, detection_score="best_mse").threshold is None
+    with pytest.raises(ValueError, match="Expected detection_score to be one of"):
+        Defender(exported_bundle.path, detection_score="l2")
 
 
 @pytest.mark.parametrize(

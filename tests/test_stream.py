@@ -259,7 +259,7 @@ def test_the_frame_log_summarises_as_the_results_do_without_keeping_frames(video
     assert summarize(log, 1.0, 0, truth) == summarize(results, 1.0, 0, truth)
     assert [r.reconstruction_error for r in log] == [r.reconstruction_error for r in results]
     kept = sum(column.itemsize * len(column) for column in log.columns.values())
-    assert kept == 11 * 8 * len(results)  # eleven doubles a frame, whatever the frame's size
+    assert kept == 12 * 8 * len(results)  # twelve doubles a frame, whatever the frame's size
 
 
 def test_calibrated_threshold_flags_five_percent():

@@ -61,6 +61,7 @@ def defend_command(
                         "probability": round(float(result.probabilities[k, label]), 4),
                         "attack_flag": bool(result.attack_flag[k]),
                         "reconstruction_error": round(float(result.reconstruction_error[k]), 5),
+                        "detection_score": round(float(result.detection_score[k]), 5),
                         **({"true_label": result.label_names[int(file.labels[i])]} if file.labels is not None else {}),
                         **({"attacked": bool(file.attacked[i])} if file.attacked is not None else {}),
                     }
@@ -95,7 +96,7 @@ def _print_rows(rows: list[dict], latency: dict, batch_size: int, defender) -> N
         flag = "FLAGGED" if r["attack_flag"] else "ok"
         click.echo(
             f"{Path(r['file']).name}[{r['index']:>2}]  label {r['label']} (p {r['probability']:.2f}){truth}"
-            f"{attacked}  error {r['reconstruction_error']:.4f}  {flag}"
+            f"{attacked}  score {r['detection_score']:.4f}  {flag}"
         )
     click.echo(
         f"{latency['images']} images, {latency['per_image_ms_median']:.0f} ms per image (median, batches of "

@@ -1,5 +1,5 @@
-"""The options that choose a Defender (bundle, preset, backend, precision, U-Net graphs, threshold), shared by
-defend, stream and bench, and the Defender they make."""
+"""The options that choose a Defender (bundle, preset, backend, precision, U-Net graphs, detection score and
+threshold), shared by defend, stream and bench, and the Defender they make."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from diffdefense.cli.common import PRESET_NAMES, dataset_option
+from diffdefense.detection_threshold import DETECTION_SCORES
 
 
 def _threshold(ctx, param, value):
@@ -24,7 +25,8 @@ def _remember(ctx, param, value):
 
 
 def defender_options(command):
-    """--bundle, --dataset, --preset, --provider, --precision, --fp16, --unet-graphs, --threshold."""
+    """--bundle, --dataset, --preset, --provider, --precision, --fp16, --unet-graphs, --detection-score,
+    --threshold."""
     for option in reversed(
         [
             click.option(
@@ -72,11 +74,21 @@ def defender_options(command):
                 "general graph, or folded where the bundle has them [default: auto in float32, folded in int8].",
             ),
             click.option(
+                "--detection-score",
+                type=click.Choice(DETECTION_SCORES),
+                default=None,
+                expose_value=False,
+                callback=_remember,
+                help="What flags attacks: refined_l1, the mean absolute difference between the reconstruction and "
+                "the input, or best_mse, the best candidate's error before the refining pass (the paper's) [default: "
+                "the score the bundle's threshold was calibrated on].",
+            ),
+            click.option(
                 "--threshold",
                 type=click.FloatRange(min=0),
                 callback=_threshold,
                 default=None,
-                help="Reconstruction error above which an input is flagged [the bundle's, calibrated on clean training "
+                help="Detection score above which an input is flagged [the bundle's, calibrated on clean training "
                 "images; calibrate your camera with `diffdefense stream --calibrate`].",
             ),
         ]
@@ -100,4 +112,5 @@ def make_defender(bundle, dataset, preset, provider, threshold=None):
         fp16=meta.get("defender.fp16") or None,
         precision=meta.get("defender.precision", "float32"),
         unet_graphs=meta.get("defender.unet_graphs"),
+        detection_score=meta.get("defender.detection_score"),
     )

@@ -121,7 +121,7 @@ def stream_command(
         out_video=str(out_video) if out_video else None,
     )
     if calibrate and results:
-        summary["calibrated_threshold"] = clean_threshold([r.reconstruction_error for r in results])
+        summary["calibrated_threshold"] = clean_threshold([r.detection_score for r in results])
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 
 

@@ -92,6 +92,7 @@ class DefendCalls:
                 "label": result.labels.astype(np.int64),
                 "probability": result.probabilities[np.arange(count), result.labels],
                 "reconstruction_error": result.reconstruction_error,
+                "detection_score": result.detection_score,
                 "attack_flag": result.attack_flag,
             }
             if self.reconstructions:

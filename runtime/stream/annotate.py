@@ -44,7 +44,7 @@ class AnnotatedVideoWriter:
         lines = [
             (f"{result.label_name}  p {result.probability:.2f}", colour),
             ("ATTACK?" if result.attack_flag else "ok", colour),
-            (f"err {result.reconstruction_error:.4f}", WHITE),
+            (f"score {result.detection_score:.4f}", WHITE),
             (f"{1000 * result.timings['latency']:.0f} ms", WHITE),
         ]
         for i, (text, text_colour) in enumerate(lines):

@@ -26,6 +26,7 @@ class FrameResult:
     probability: float
     attack_flag: bool
     reconstruction_error: float
+    detection_score: float
     reconstruction: np.ndarray
     timings: dict[str, float]
     warm: bool
@@ -58,6 +59,7 @@ def defend_stream(
             probability=float(result.probabilities[0, label]),
             attack_flag=bool(result.attack_flag[0]),
             reconstruction_error=float(result.reconstruction_error[0]),
+            detection_score=float(result.detection_score[0]),
             reconstruction=result.reconstructions[0, 0],
             timings={"wait": wait, **result.timings, "latency": done - captured},
             warm=bool(arguments),

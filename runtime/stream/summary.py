@@ -23,6 +23,7 @@ class FrameRecord(NamedTuple):
     label: int
     attack_flag: bool
     reconstruction_error: float
+    detection_score: float
     warm: bool
     timings: dict[str, float]
 
@@ -54,6 +55,7 @@ class FrameLog:
                 int(c["label"][k]),
                 bool(c["attack_flag"][k]),
                 c["reconstruction_error"][k],
+                c["detection_score"][k],
                 bool(c["warm"][k]),
                 timings,
             )
@@ -127,7 +129,7 @@ def _against_truth(results: list, frames: list[dict]) -> dict:
 
 
 def _auroc(results: list, frames: list[dict]) -> float | None:
-    """ROC AUC of the reconstruction error for attacked against clean frames (needs scikit-learn)."""
+    """ROC AUC of the detection score for attacked against clean frames (needs scikit-learn)."""
     try:
         from sklearn.metrics import roc_auc_score
     except ImportError:
@@ -135,7 +137,7 @@ def _auroc(results: list, frames: list[dict]) -> float | None:
     attacked = [frames[r.index]["attacked"] for r in results]
     if len(set(attacked)) < 2:
         return None
-    return float(roc_auc_score(attacked, [r.reconstruction_error for r in results]))
+    return float(roc_auc_score(attacked, [r.detection_score for r in results]))
 
 
 def format_summary(summary: dict) -> str:
@@ -155,7 +157,7 @@ def format_summary(summary: dict) -> str:
     ]
     truth = dict(summary.get("truth", {}))
     if "error_auroc" in truth:
-        lines.append(f"reconstruction error AUROC, attacked vs clean frames: {truth.pop('error_auroc'):.3f}")
+        lines.append(f"detection score AUROC, attacked vs clean frames: {truth.pop('error_auroc'):.3f}")
     for kind, row in truth.items():
         lines.append(
             f"{kind:>8} frames: {row['frames']}, accuracy {100 * row['accuracy']:.1f}%, "
