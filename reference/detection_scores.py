@@ -154,8 +154,14 @@ def main(dataset, num_images, preset, unet, seed, attacks, attack_cache, batch_s
         "seconds": round(time.perf_counter() - started, 1),
         "cpu": cpu_model(),
     }
+    write_and_print(record, out)
+
+
+def write_and_print(record: dict, out: Path) -> None:
+    """The record as JSON at out, and its AUROC table (attack by score) on the terminal."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
+    table = record["auroc"]
     names = list(next(iter(table.values())))
     click.echo("attack      " + " ".join(f"{name:>17}" for name in names))
     for attack, row in table.items():

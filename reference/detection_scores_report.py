@@ -19,9 +19,10 @@ import click
 import numpy as np
 import torch
 
+from diffdefense.cli.common import data_root_option
 from diffdefense.data import load_dataset
 from diffdefense.machine import cpu_model
-from diffdefense.reference.detection_scores import auroc_table, scores_of_output
+from diffdefense.reference.detection_scores import auroc_table, scores_of_output, write_and_print
 from diffdefense.reference.evaluation import ArrayCache
 from diffdefense.training.loading import load_classifier
 
@@ -79,7 +80,7 @@ def report_scores(report: Path, attack_cache: Path, data_root: Path | None = Non
     default=None,
     help="The adversarial sets the evaluation used (its --attack-cache; default REPORT/cache/attacks).",
 )
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="DIFFDEFENSE_DATA")
+@data_root_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="JSON to write.")
 def main(report, attack_cache, data_root, out) -> None:
     """AUROC of each detection score, per attack, on an evaluation's test images (from its caches)."""
@@ -96,10 +97,4 @@ def main(report, attack_cache, data_root, out) -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "cpu": cpu_model(),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    names = list(next(iter(table.values())))
-    click.echo("attack      " + " ".join(f"{name:>17}" for name in names))
-    for attack, row in table.items():
-        click.echo(f"{attack:<11} " + " ".join(f"{row[name]:17.3f}" for name in names))
-    click.echo(f"written {out}")
+    write_and_print(result, out)
