@@ -109,6 +109,7 @@ def diagnose_timestep(
     # the inputs come in the defence's order, from the blank start to far-moved latents: sample across all of them
     batch = held_out[np.random.default_rng(seed).choice(len(held_out), size=CALL_BATCH, replace=True)]
     activations = largest_activations(float_graph, batch)
+    clamp = output_clamp(onnx.load(str(float_graph)).graph)
     return {
         "inputs": {
             "calibration": len(calibration),
@@ -117,8 +118,8 @@ def diagnose_timestep(
             "max_abs": float(np.abs(inputs).max()),
         },
         "largest_activation": max(activations.values()),
-        "output_clamp": output_clamp(onnx.load(str(float_graph)).graph),
-        "int8": output_errors(reference, quantized, output_clamp(onnx.load(str(float_graph)).graph)),
+        "output_clamp": clamp,
+        "int8": output_errors(reference, quantized, clamp),
         "ms_per_call_batch_96": {
             "float32": round(call_milliseconds(float_graph, batch), 2),
             "int8": round(call_milliseconds(int8_graph, batch), 2),
