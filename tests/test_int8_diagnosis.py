@@ -64,3 +64,17 @@ def test_output_errors_split_the_clamped_pixels_from_the_others():
     assert errors["relative_l2_inside_clamp"] == pytest.approx(0.5 / np.sqrt(5.0))
     assert errors["mean_abs_error_inside_clamp"] == pytest.approx(0.25)
     assert errors["relative_l2"] == pytest.approx(np.sqrt(16.0**2 + 0.25) / np.sqrt(64 + 64 + 1 + 4))
+
+
+def test_diagnose_timestep_measures_a_graph_whose_output_is_mostly_at_its_clamp(tmp_path):
+    from diffdefense.export.int8_diagnosis import diagnose_timestep
+
+    path = tmp_path / "g.onnx"
+    scaled_clamped_graph(path, 100.0, 8.0, False)
+    inputs = np.random.default_rng(0).normal(0.0, 1.0, size=(256, 1, 2, 2)).astype(np.float32)
+    row = diagnose_timestep(path, inputs, tmp_path, seed=0)
+    assert row["inputs"]["calibration"] == 192 and row["inputs"]["held_out"] == 64
+    assert row["output_clamp"] == (-8.0, 8.0)
+    assert row["largest_activation"] > 100.0  # 100 x the largest |input|, before the clamp
+    assert 0.9 < row["int8"]["share_at_clamp"] < 1.0  # |100 x| < 8 only for |x| < 0.08
+    assert set(row["ms_per_call_batch_96"]) == {"float32", "int8"}
