@@ -94,18 +94,13 @@ def diagnose_timestep(
 ) -> dict:
     """One timestep graph: input magnitudes, the largest activation on a seeded batch of 96 held-out inputs, the
     clamp share, int8 errors and call times."""
-    import onnxruntime as ort
-
-    from diffdefense.export.quantize import quantize_unet_graph
+    from diffdefense.export.quantize import graph_outputs, quantize_unet_graph
 
     split = int(0.75 * len(inputs))
     calibration, held_out = inputs[:split], inputs[split:]
     int8_graph = scratch / f"{float_graph.stem}.int8.onnx"
     quantize_unet_graph(float_graph, int8_graph, calibration, method=method)
-    reference, quantized = (
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": held_out})[0]
-        for path in (float_graph, int8_graph)
-    )
+    reference, quantized = graph_outputs((float_graph, int8_graph), held_out)
     # the inputs come in the defence's order, from the blank start to far-moved latents: sample across all of them
     batch = held_out[np.random.default_rng(seed).choice(len(held_out), size=CALL_BATCH, replace=True)]
     activations = largest_activations(float_graph, batch)

@@ -84,15 +84,19 @@ def quantize_unet_graph(
         )
 
 
+def graph_outputs(graphs: tuple[Path, ...], x: np.ndarray) -> list[np.ndarray]:
+    """Each U-Net graph's output on the same inputs x, on the CPU."""
+    import onnxruntime as ort
+
+    return [
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0] for path in graphs
+    ]
+
+
 def relative_error(float_graph: Path, int8_graph: Path, x: np.ndarray) -> dict[str, float]:
     """The int8 graph's output against the float graph's on the same inputs: relative L2 error and the largest
     absolute difference."""
-    import onnxruntime as ort
-
-    outputs = [
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-        for path in (float_graph, int8_graph)
-    ]
+    outputs = graph_outputs((float_graph, int8_graph), x)
     difference = outputs[1] - outputs[0]
     return {
         "relative_l2": float(np.linalg.norm(difference) / np.linalg.norm(outputs[0])),
