@@ -72,10 +72,28 @@ def test_the_batchnorm_nets_prediction_is_bounded_on_latents_far_outside_trainin
     model = trained_looking("batch")
     x = torch.randn(4, 1, 28, 28) * 1000
     with torch.no_grad():
+        model.conv_out.weight *= 1e4  # the input is clamped too: an output layer this large passes the bound
         out = model(x, torch.tensor([0, 7, 14, 99]))
         assert out.abs().max() == EPS_BOUND  # reached, and not passed
         assert FixedTimestepUNet(model, 14)(x).abs().max() <= EPS_BOUND
     assert trained_looking("group").eps_bound is None  # the shipped GroupNorm net is unchanged
+
+
+def test_the_batchnorm_nets_input_is_clamped_so_far_latents_see_the_bound_alone():
+    """Beyond +-INPUT_BOUND the BatchNorm net sees the bound (folded graphs included); inside it, the input itself."""
+    from diffdefense.training.models.unet import INPUT_BOUND
+
+    model = trained_looking("batch")
+    far = torch.randn(4, 1, 28, 28) * 30
+    assert far.abs().max() > 2 * INPUT_BOUND
+    t = torch.tensor([0, 7, 14, 99])
+    with torch.no_grad():
+        assert torch.equal(model(far, t), model(far.clamp(-INPUT_BOUND, INPUT_BOUND), t))
+        bounded = far.clamp(-INPUT_BOUND, INPUT_BOUND)
+        assert torch.equal(FixedTimestepUNet(model, 14)(far), FixedTimestepUNet(model, 14)(bounded))
+        near = bounded * 0.5
+        assert not torch.equal(model(near, t), model(near * 0.9, t))  # inside the bound the input still counts
+    assert trained_looking("group").input_bound is None
 
 
 def test_training_on_low_timesteps_draws_only_those_and_the_defence_refuses_to_start_above_them():

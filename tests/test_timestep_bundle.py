@@ -50,6 +50,22 @@ def test_the_manifest_records_each_timesteps_graphs_and_their_errors(folded_bund
     assert json.loads((folded_bundle / "manifest.json").read_text()) == manifest.to_json()
 
 
+def test_the_int8_graphs_quantise_the_input_inside_the_unets_input_clamp(folded_bundle):
+    """The defence's latents reach |x| of 20 and more; the graph clamps its input first, so the first uint8 range
+    spans at most +-INPUT_BOUND whatever the calibration inputs' extent."""
+    import onnx
+    from onnx import numpy_helper
+
+    from diffdefense.training.models.unet import INPUT_BOUND
+
+    graph = onnx.load(str(folded_bundle / "unet_t14.int8.onnx")).graph
+    clip = next(node for node in graph.node if node.input and node.input[0] == "x")
+    assert clip.op_type == "Clip"
+    quantize = next(node for node in graph.node if node.op_type == "QuantizeLinear" and node.input[0] == clip.output[0])
+    scale = next(numpy_helper.to_array(i) for i in graph.initializer if i.name == quantize.input[1])
+    assert 0 < float(scale) <= 2 * INPUT_BOUND / 255 * 1.001
+
+
 def test_folded_graphs_give_the_general_graphs_defense(folded_bundle):
     from diffdefense.runtime.defender import Defender
 
