@@ -61,26 +61,53 @@ def load_attack_set(path: Path, count: int | None = None) -> tuple[np.ndarray, f
 @click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None)
 @click.option("--precision", type=click.Choice(["float32", "int8"]), default="float32", show_default=True)
 @click.option("--unet-graphs", type=click.Choice(["folded", "general", "auto"]), default=None)
+@click.option(
+    "--agreement-with",
+    type=click.Choice(["float32", "int8"]),
+    default=None,
+    help="Also run the bundle's folded graphs in this precision on the same images and report the share of images "
+    "given the same label.",
+)
+@click.option(
+    "--extra-set",
+    "extra_sets",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    multiple=True,
+    help="Another adversarial set of the same images (e.g. an adaptive attack's, from an evaluation's cache), in "
+    "their order; measured on as many of the first images as it holds.",
+)
 @click.option("-n", "--num-images", type=click.IntRange(min=1), default=None, help="The first N images [all].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write JSON.")
-def main(attack_cache, bundle, precision, unet_graphs, num_images, batch_size, out) -> None:
+def main(attack_cache, bundle, precision, unet_graphs, agreement_with, extra_sets, num_images, batch_size, out):
     """Accuracy and AUROC of the runtime on the clean images and every cached white-box set."""
     identity = json.loads((attack_cache / "identity.json").read_text())
     indices = np.array(identity["indices"])[:num_images]
     test = load_dataset(identity["dataset"], "test").subset(indices)
     images, labels = test.float_images(), test.labels.astype(np.int64)
     defender = Defender(bundle or bundle_dir(identity["dataset"]), precision=precision, unet_graphs=unet_graphs)
+    other = Defender(defender.bundle.root, precision=agreement_with, unet_graphs="folded") if agreement_with else None
     started = time.perf_counter()
-    clean = defend_in_batches(defender, images, batch_size)
-    rows = {"clean": {"accuracy": float((clean.labels == labels).mean())}}
-    for path in sorted(attack_cache.glob("adversarial_white_box_*.npz")):
-        adversarial, _ = load_attack_set(path, len(indices))
-        run = defend_in_batches(defender, adversarial, batch_size)
-        rows[path.stem.removeprefix("adversarial_white_box_")] = {
-            "accuracy": float((run.labels == labels).mean()),
-            "detection_auroc": evaluate_detection(clean.scores, run.scores).auroc,
-        }
+    sets = [("clean", images)]
+    sets += [
+        (path.stem.removeprefix("adversarial_white_box_"), load_attack_set(path, len(indices))[0])
+        for path in sorted(attack_cache.glob("adversarial_white_box_*.npz"))
+    ]
+    sets += [(path.stem.removeprefix("adversarial_"), load_attack_set(path, len(indices))[0]) for path in extra_sets]
+    rows, clean = {}, None
+    for name, batch in sets:
+        run = defend_in_batches(defender, batch, batch_size)
+        truth = labels[: len(batch)]
+        row = {"images": len(batch), "accuracy": float((run.labels == truth).mean())}
+        if clean is None:
+            clean = run
+        else:
+            row["detection_auroc"] = evaluate_detection(clean.scores[: len(batch)], run.scores).auroc
+        if other is not None:
+            theirs = defend_in_batches(other, batch, batch_size)
+            row[f"accuracy_{agreement_with}"] = float((theirs.labels == truth).mean())
+            row[f"same_label_as_{agreement_with}"] = float((theirs.labels == run.labels).mean())
+        rows[name] = row
     record = {
         "command": "python tools/runtime_accuracy.py " + " ".join(sys.argv[1:]),
         "data": f"{identity['dataset']} test, {len(indices)} images chosen with seed {identity['seed']}",
@@ -89,13 +116,21 @@ def main(attack_cache, bundle, precision, unet_graphs, num_images, batch_size, o
         "precision": precision,
         "unet_graphs": defender.unet_graphs,
         "settings": defender.settings.to_dict(),
+        "agreement_with": agreement_with,
         "results": rows,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     click.echo(f"{record['data']}; {record['bundle']} ({record['unet']}), {precision}, graphs {defender.unet_graphs}")
-    click.echo("| images | accuracy (%) | detection AUROC |\n| --- | ---: | ---: |")
+    header = ["images", "n", "accuracy (%)", "detection AUROC"]
+    if agreement_with:
+        header += [f"{agreement_with}: accuracy (%)", f"same label as {agreement_with} (%)"]
+    click.echo("| " + " | ".join(header) + " |\n| --- |" + " ---: |" * (len(header) - 1))
     for name, row in rows.items():
-        auroc = f"{row['detection_auroc']:.3f}" if "detection_auroc" in row else "-"
-        click.echo(f"| {name} | {100 * row['accuracy']:.1f} | {auroc} |")
+        cells = [name, str(row["images"]), f"{100 * row['accuracy']:.1f}"]
+        cells.append(f"{row['detection_auroc']:.3f}" if "detection_auroc" in row else "-")
+        if agreement_with:
+            keys = (f"accuracy_{agreement_with}", f"same_label_as_{agreement_with}")
+            cells += [f"{100 * row[key]:.1f}" for key in keys]
+        click.echo("| " + " | ".join(cells) + " |")
     if out:
         out.write_text(json.dumps(record, indent=2) + "\n")

@@ -118,3 +118,33 @@ def test_a_timestep_graph_the_manifest_does_not_list_is_refused(folded_bundle, t
     (forged / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="'timestep_graphs' to map float32 or int8"):
         load_bundle(forged)
+
+
+def test_runtime_accuracy_reports_int8_against_float32_on_every_set(folded_bundle, tmp_path, monkeypatch):
+    """tools/runtime_accuracy.py --agreement-with: both precisions on the same images, and the share of same labels;
+    an extra set (an adaptive attack's) is measured on the first images it holds."""
+    from click.testing import CliRunner
+
+    from diffdefense.reference.runtime_accuracy import main
+
+    data = tmp_path / "data"
+    write_idx_folder(data / "mnist")
+    monkeypatch.setenv("DIFFDEFENSE_DATA", str(data))
+    cache = tmp_path / "attacks"
+    cache.mkdir()
+    (cache / "identity.json").write_text(json.dumps({"dataset": "mnist", "indices": [0, 3, 5, 8], "seed": 0}))
+    rng = np.random.default_rng(0)
+    np.savez(cache / "adversarial_white_box_FGSM.npz", array=rng.random((4, 1, 28, 28), dtype=np.float32))
+    np.savez(tmp_path / "adversarial_adaptive_bpda.npz", array=rng.random((2, 1, 28, 28), dtype=np.float32))
+    out = tmp_path / "accuracy.json"
+    arguments = ["--attack-cache", str(cache), "--bundle", str(folded_bundle), "--precision", "int8"]
+    arguments += ["--agreement-with", "float32", "--extra-set", str(tmp_path / "adversarial_adaptive_bpda.npz")]
+    result = CliRunner().invoke(main, [*arguments, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]
+    assert list(rows) == ["clean", "FGSM", "adaptive_bpda"]
+    assert [row["images"] for row in rows.values()] == [4, 4, 2]
+    for row in rows.values():
+        assert 0.0 <= row["same_label_as_float32"] <= 1.0 and 0.0 <= row["accuracy_float32"] <= 1.0
+    assert "detection_auroc" in rows["adaptive_bpda"] and "detection_auroc" not in rows["clean"]
+    assert "same label as float32 (%)" in result.output
