@@ -34,7 +34,8 @@ from diffdefense.training.quality import unet_size
 
 BATCH_SIZES = (BATCH, 1)
 PRESET = "default"
-FOLDED, GENERAL = dict(unet_graphs="folded"), dict(unet_graphs="general")
+# float32 named: the mnist bundle's default precision on the CPU is int8, which has its own row
+FOLDED, GENERAL = dict(unet_graphs="folded", precision="float32"), dict(unet_graphs="general", precision="float32")
 SLEEP = BackendOptions(spin=False)  # onnxruntime's threads sleep between operators (the default spins within a call)
 NARROW = "unet_bn_small_t15"  # the narrow net trained on the defence's timesteps; unet_bn_small runs as fast
 # runtime variant -> (the U-Net its bundle carries, Defender options)
@@ -116,7 +117,7 @@ def test_runtime_onnxruntime_cpu(benchmark, images, variant, batch_size):
             preset=PRESET,
             backend=f"runtime onnxruntime CPU: {variant}",
             variant=variant,
-            precision=options.get("precision", "float32"),
+            precision=defender.precision,
             unet_evaluations=defender.settings.unet_evaluations,
         )
     assert labels.shape == (BATCH,)

@@ -57,6 +57,7 @@ def record(benchmark, backend: str, setting: str, batch: int, defender: Defender
         kind=kind,
         unet_evaluations=defender.settings.unet_evaluations,
         step_ops=defender.step_ops_name,
+        precision=defender.precision,  # the bundle's default on the CPU provider (int8 for mnist), float32 elsewhere
         p50_ms=1000 * float(np.percentile(data, 50)) / per,
         p99_ms=1000 * float(np.percentile(data, 99)) / per,
     )

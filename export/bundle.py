@@ -82,22 +82,33 @@ def calibrate_threshold(
     target_fpr: float = TARGET_FALSE_POSITIVE_RATE,
 ) -> DetectionRecord:
     """The runtime's own detection scores (the default score) on clean *training-split* images (never test images)
-    under the bundle's default settings; the threshold flags the top target_fpr of them."""
+    under the bundle's default settings; the threshold flags the top target_fpr of them. Calibrated on the float32
+    U-Net graphs, and again on the int8 ones where the bundle has them: their clean scores run higher."""
+    from diffdefense.runtime.bundle import load_bundle
     from diffdefense.runtime.defender import Defender
 
     train = load_dataset(dataset, "train", data_root)
     indices = np.sort(np.random.default_rng(seed).permutation(len(train))[:count])
-    with Defender(bundle_dir, detection_score=DEFAULT_DETECTION_SCORE) as defender:
-        scores = np.concatenate(
-            [defender(train.subset(indices[i : i + 50]).float_images()).detection_score for i in range(0, count, 50)]
-        )
+
+    batches = [train.subset(indices[i : i + 50]).float_images() for i in range(0, count, 50)]
+
+    def clean_scores(precision: str) -> np.ndarray:
+        with Defender(bundle_dir, detection_score=DEFAULT_DETECTION_SCORE, precision=precision) as defender:
+            return np.concatenate([defender(images).detection_score for images in batches])
+
+    scores = clean_scores("float32")
+    manifest = load_bundle(bundle_dir).manifest
+    settings = manifest.default_settings
+    int8_graphs = {int(t) for t in manifest.folded_graphs("int8")}
+    has_int8 = {int(t) for t in used_timesteps(settings)} <= int8_graphs
     return DetectionRecord(
         threshold=clean_threshold(scores, target_fpr),
         target_fpr=target_fpr,
         calibration=f"{count} clean images of the {train.name} split, seed {seed}",
-        settings=defender.settings,
+        settings=settings,
         clean_error_median=float(np.median(scores)),
         score=DEFAULT_DETECTION_SCORE,
+        int8_threshold=clean_threshold(clean_scores("int8"), target_fpr) if has_int8 else None,
     )
 
 
@@ -132,6 +143,7 @@ def export_bundle(
     folded: bool = True,
     int8: bool | None = None,
     vjp: bool = True,
+    default_precision: str = "float32",
 ) -> Path:
     """The bundle of DATASET's shipped models at out_dir, with `preset` as its default settings.
 
@@ -141,7 +153,8 @@ def export_bundle(
     calibrated on the U-Net inputs the defence itself produces for calibration_images training images, clean and
     FGSM-attacked (export/quantize.py; needs folded and calibration_images > 0). calibration_images also sets the
     detection threshold (0: neither). vjp: also the U-Net's vector-Jacobian graph, which the full-gradient mode
-    needs."""
+    needs. default_precision: the U-Net graphs a Defender on the CPU runs when not told, 'float32' or 'int8' (which
+    needs the int8 graphs: set it only where their accuracy was measured to hold)."""
     roles = ROLES if vjp else {role: name for role, name in ROLES.items() if role != "unet_vjp"}
     unet_name = unet_name or default_unet(dataset)
     unet, schedule = load_unet(dataset, name=unet_name)
@@ -154,6 +167,12 @@ def export_bundle(
         raise ValueError(
             f"int8 graphs are made from a BatchNorm U-Net only, but {dataset}'s {unet_name} uses {norm} norm: "
             "export it without int8, or export a BatchNorm U-Net."
+        )
+    if default_precision not in ("float32", "int8"):
+        raise ValueError(f"Expected default_precision 'float32' or 'int8', but got {default_precision!r}.")
+    if default_precision == "int8" and not (int8 and folded and calibration_images):
+        raise ValueError(
+            "default_precision 'int8' needs the int8 graphs: export with int8, folded graphs and calibration images."
         )
     unet = fold_batchnorm(unet)  # BatchNorm into its convolutions (a GroupNorm net is left as it is)
     classifier = load_classifier(dataset, "model_a")
@@ -218,6 +237,7 @@ def export_bundle(
                 files={**manifest.files, **_file_entries(tmp, int8_graphs.values())},
                 timestep_graphs={**timestep_graphs, "int8": int8_graphs},
                 parity={**manifest.parity, **errors},
+                default_precision=default_precision,
             )
             _write_manifest(tmp, manifest)
         if calibration_images:

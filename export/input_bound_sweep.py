@@ -79,7 +79,8 @@ def sweep_bounds(bundle: Path, bounds: list[float | None], sets, labels, calibra
 
     shipped = {t: bundle / name for t, name in load_bundle(bundle).manifest.folded_graphs("float32").items()}
     results = {}
-    with Defender(bundle, unet_graphs="folded") as defender, tempfile.TemporaryDirectory() as scratch:
+    defender = Defender(bundle, unet_graphs="folded", precision="float32")  # its U-Net is swapped per bound below
+    with defender, tempfile.TemporaryDirectory() as scratch:
         shipped_runner = defender.unet
         for bound in bounds:
             tag = "none" if bound is None else f"{bound:g}"

@@ -133,7 +133,7 @@ def diagnose_bundle(bundle: Path, num_images: int, seed: int, method: str = "per
     train = load_dataset(loaded.manifest.dataset, "train")
     chosen = np.sort(np.random.default_rng(seed).choice(len(train), size=num_images, replace=False))
     images = train.subset(chosen).float_images()
-    with Defender(loaded.root, unet_graphs="folded") as defender:
+    with Defender(loaded.root, unet_graphs="folded", precision="float32") as defender:
         captured = capture_unet_inputs(defender, [images[i : i + 8] for i in range(0, len(images), 8)])
     graphs = loaded.manifest.folded_graphs("float32")
     with tempfile.TemporaryDirectory() as scratch:

@@ -114,7 +114,7 @@ def quantize_timestep_graphs(
     from diffdefense.export.timestep_graphs import timestep_graph_name
     from diffdefense.runtime.defender import Defender
 
-    with Defender(folder, unet_graphs="folded") as defender:
+    with Defender(folder, unet_graphs="folded", precision="float32") as defender:
         captured = capture_unet_inputs(defender, calibration_batches)
     graphs, errors = {}, {}
     for t, float_name in float_graphs.items():

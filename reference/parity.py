@@ -62,7 +62,9 @@ def main(dataset, num_images, preset, batch_size, seed, out) -> None:
     classifier = load_classifier(dataset, "model_a")
     attacked = run_attack("PGD", classifier, images, labels, seed=seed).numpy()
     unet, schedule = load_unet(dataset)
-    defender, reference = Defender(bundle_dir(dataset), settings), ReferenceDefense(unet, schedule, settings)
+    # float32: the reference computes in float32, and the mnist bundle would otherwise run its default int8 graphs
+    defender = Defender(bundle_dir(dataset), settings, precision="float32")
+    reference = ReferenceDefense(unet, schedule, settings)
     started = time.perf_counter()
     result = {
         "command": f"python tools/parity.py --dataset {dataset} -n {num_images} --preset {preset} --seed {seed}",

@@ -87,7 +87,10 @@ class Defender:
         instead (those left None take BackendOptions' defaults); give one or the other. The attribute backend holds
         the options; device_loop says whether the device loop runs.
     precision: 'float32', or 'int8' for the bundle's int8 U-Net graphs (static QDQ, calibrated on the defence's own
-        inputs; export/quantize.py), which exist with the timestep folded in only.
+        inputs; export/quantize.py), which exist with the timestep folded in only. None: the bundle's default
+        precision (its manifest's, set at export where int8's accuracy was measured to hold) on the CPU provider
+        without the device loop, when unet_graphs is None or 'folded' and the bundle has graphs in it for every
+        timestep the settings use; float32 otherwise. The attribute precision says which runs.
     unet_graphs: which U-Net graphs run (runtime/unet_graphs.py): 'folded' (one graph per timestep with it folded
         in; settings that use a timestep the bundle has no such graph for are refused), 'general' (the graph that
         takes t, float32 only), or 'auto' (folded where the bundle has the timestep, general elsewhere). None: 'auto'
@@ -113,7 +116,7 @@ class Defender:
         device_loop: bool | None = None,
         *,
         backend: BackendOptions | None = None,
-        precision: str = "float32",
+        precision: str | None = None,
         unet_graphs: str | None = None,
         max_batch: int | None = None,
         memory_budget: int | None = None,
@@ -154,14 +157,16 @@ class Defender:
             isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and 0.0 <= threshold < math.inf
         ):  # NaN would never flag, infinity never could
             raise ValueError(f"Expected threshold to be None or a finite number >= 0, but got {threshold!r}.")
+        if precision is None:
+            precision = _default_precision(manifest, self.chain.timesteps, self.backend.provider, kernels, unet_graphs)
+        self.precision = precision
+        self.unet_graphs = _unet_graphs(unet_graphs, precision, device_loop=bool(kernels))
         self.detection_score = _detection_score(detection_score, manifest.detection)
         self.threshold = (
             float(threshold)
             if threshold is not None
-            else _bundle_threshold(manifest.detection, settings, self.detection_score)
+            else _bundle_threshold(manifest.detection, settings, self.detection_score, precision)
         )
-        self.precision = precision
-        self.unet_graphs = _unet_graphs(unet_graphs, precision, device_loop=bool(kernels))
         self.unet = self._unet_runner(manifest)
         self.classifier = self._runner("classifier")
         self.unet_vjp = self._runner("unet_vjp") if settings.gradient == "full" else None
@@ -438,11 +443,14 @@ def _detection_score(name: str | None, detection: DetectionRecord | None) -> str
     return name
 
 
-def _bundle_threshold(detection: DetectionRecord | None, settings: DefenseSettings, score: str) -> float | None:
-    """The bundle's calibrated threshold, which holds only for the settings and the score it was calibrated with."""
+def _bundle_threshold(
+    detection: DetectionRecord | None, settings: DefenseSettings, score: str, precision: str
+) -> float | None:
+    """The bundle's calibrated threshold for this precision, which holds only for the settings and the score it was
+    calibrated with."""
     if detection is None or detection.settings != settings or detection.score != score:
         return None
-    return detection.threshold
+    return detection.threshold_for(precision)
 
 
 def _backend_options(backend: BackendOptions | None, **keywords: object) -> BackendOptions:
@@ -458,6 +466,15 @@ def _backend_options(backend: BackendOptions | None, **keywords: object) -> Back
             f"both: backend and {', '.join(sorted(given))}."
         )
     return backend
+
+
+def _default_precision(manifest, timesteps, provider: str, kernels, unet_graphs: str | None) -> str:
+    """precision=None resolved as the Defender's docstring says: the bundle's default where it can run as asked."""
+    chosen = manifest.default_precision
+    runnable = provider == "cpu" and not kernels and unet_graphs in (None, "folded")
+    if chosen == "float32" or not runnable:
+        return "float32"
+    return chosen if {int(t) for t in timesteps} <= set(manifest.folded_graphs(chosen)) else "float32"
 
 
 def _unet_graphs(unet_graphs: str | None, precision: str, device_loop: bool) -> str:

@@ -25,6 +25,7 @@ from types import MappingProxyType
 import numpy as np
 
 from diffdefense.detection_threshold import DETECTION_SCORES
+from diffdefense.respace import respaced_timesteps
 from diffdefense.schedule import NoiseSchedule
 from diffdefense.settings import DefenseSettings
 
@@ -58,7 +59,9 @@ class DetectionRecord:
     """The calibrated attack threshold: a detection score above it is flagged, under these settings only.
     target_fpr: the share of clean calibration images it flags; calibration: which images; clean_error_median: their
     median score (each None when the manifest leaves it out); score: which detection score
-    (diffdefense/detection_threshold.py; 'best_mse' in bundles from before the field)."""
+    (diffdefense/detection_threshold.py; 'best_mse' in bundles from before the field). threshold is calibrated on the
+    float32 U-Net graphs; int8_threshold, where present, on the same images through the int8 graphs, whose clean
+    scores run higher (None: bundles without int8 graphs, or from before the field)."""
 
     threshold: float
     settings: DefenseSettings
@@ -66,6 +69,11 @@ class DetectionRecord:
     calibration: str | None = None
     clean_error_median: float | None = None
     score: str = "best_mse"
+    int8_threshold: float | None = None
+
+    def threshold_for(self, precision: str) -> float:
+        """The threshold calibrated in this precision; float32's where int8 has none of its own (older bundles)."""
+        return self.int8_threshold if precision == "int8" and self.int8_threshold is not None else self.threshold
 
     def to_json(self) -> dict:
         record = {
@@ -75,6 +83,7 @@ class DetectionRecord:
             "calibration": self.calibration,
             "settings": _settings_json(self.settings),
             "clean_error_median": self.clean_error_median,
+            "int8_threshold": self.int8_threshold,
         }
         return {key: value for key, value in record.items() if value is not None}
 
@@ -103,6 +112,9 @@ class BundleManifest:
     unet_source: str | None = None
     timestep_graphs: Mapping[str, Mapping[int, str]] | None = None
     unet_trained_timesteps: int | None = None  # the U-Net saw t < this in training (None: every step)
+    # The U-Net graphs a Defender runs on the CPU when not told: 'int8' only where its accuracy was measured to hold
+    # (diffdefense export --default-precision); every other backend runs float32.
+    default_precision: str = "float32"
 
     def __post_init__(self) -> None:
         for name in ("labels", "image_shape", "betas"):
@@ -132,6 +144,8 @@ class BundleManifest:
         """The manifest as JSON values (what json.loads gives back from manifest.json), in manifest.json's order;
         optional fields that are None are left out."""
         defaults = {"preset": self.default_preset, "settings": _settings_json(self.default_settings)}
+        if self.default_precision != "float32":  # manifests made before the field stay as they were
+            defaults["precision"] = self.default_precision
         manifest = {
             "format_version": FORMAT_VERSION,
             "dataset": self.dataset,
@@ -192,6 +206,8 @@ class BundleManifest:
             "timestep_graphs": _timestep_graphs(m.get("timestep_graphs"), files, len(betas), need),
             "unet_trained_timesteps": _trained_timesteps(m.get("unet_trained_timesteps"), settings, len(betas), need),
         }
+        precision = defaults.get("precision", "float32")
+        _check_default_precision(precision, settings, optional["timestep_graphs"], need)
         return cls(
             dataset=dataset,
             labels=labels,
@@ -201,6 +217,7 @@ class BundleManifest:
             files=files,
             roles=roles,
             default_preset=preset,
+            default_precision=precision,
             **optional,
         )
 
@@ -333,7 +350,11 @@ def _detection(detection: object, need: Need, manifest_path: Path) -> DetectionR
     need(median is None or _number(median), "the detection's clean_error_median as a finite number", median)
     score = detection.get("score", "best_mse")
     need(score in DETECTION_SCORES, f"the detection's score to be one of {list(DETECTION_SCORES)}", score)
-    return DetectionRecord(float(threshold), settings, target_fpr, calibration, median, score)
+    int8 = detection.get("int8_threshold")
+    need(int8 is None or (_number(int8) and int8 >= 0), "a finite, non-negative int8 detection threshold", int8)
+    return DetectionRecord(
+        float(threshold), settings, target_fpr, calibration, median, score, None if int8 is None else float(int8)
+    )
 
 
 def _optional_map(values: object, kind: Callable[[object], bool], what: str, need: Need) -> dict | None:
@@ -372,6 +393,19 @@ def _timestep_graphs(graphs: object, files: dict, num_steps: int, need: Need) ->
             need(isinstance(name, str) and name in files, f"a listed file for the {precision} graph at t={t}", name)
         checked[precision] = {int(t): name for t, name in by_t.items()}
     return checked
+
+
+def _check_default_precision(precision: object, settings: DefenseSettings, graphs: dict | None, need: Need) -> None:
+    """A default precision the bundle has folded graphs for, at every timestep its default settings use."""
+    need(precision in TIMESTEP_GRAPH_PRECISIONS, f"a default precision in {list(TIMESTEP_GRAPH_PRECISIONS)}", precision)
+    if precision != "float32":
+        used = sorted({int(t) for t in respaced_timesteps(settings.start_step, settings.num_steps)}, reverse=True)
+        have = sorted((graphs or {}).get(precision, {}), reverse=True)
+        need(
+            set(used) <= set(have),
+            f"{precision} graphs for every timestep the default settings use ({used}), as the default precision",
+            have,
+        )
 
 
 def _plain_name(name: object) -> bool:

@@ -120,6 +120,79 @@ def test_a_timestep_graph_the_manifest_does_not_list_is_refused(folded_bundle, t
         load_bundle(forged)
 
 
+def with_default_precision(bundle, tmp_path, precision: str, drop_int8_at: str | None = None):
+    """A copy of the bundle whose manifest names another default precision (and, if asked, lacks an int8 graph)."""
+    copy = tmp_path / f"bundle_{precision}"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["defaults"]["precision"] = precision
+    if drop_int8_at is not None:
+        del manifest["timestep_graphs"]["int8"][drop_int8_at]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_an_int8_default_runs_on_the_cpu_and_float32_where_int8_cannot_run_as_asked(folded_bundle, tmp_path):
+    from diffdefense.runtime.bundle import load_bundle
+    from diffdefense.runtime.defender import Defender
+
+    assert load_bundle(folded_bundle).manifest.default_precision == "float32"
+    with Defender(folded_bundle) as plain:
+        assert plain.precision == "float32"
+    int8_default = with_default_precision(folded_bundle, tmp_path, "int8")
+    manifest = load_bundle(int8_default).manifest
+    assert manifest.default_precision == "int8"
+    assert json.loads((int8_default / "manifest.json").read_text()) == manifest.to_json()
+    with Defender(int8_default) as default, Defender(int8_default, unet_graphs="folded") as folded:
+        assert default.precision == folded.precision == "int8" and default.unet_graphs == "folded"
+    for asked in (dict(unet_graphs="general"), dict(unet_graphs="auto"), dict(precision="float32")):
+        with Defender(int8_default, **asked) as defender:
+            assert defender.precision == "float32", asked
+    with Defender(int8_default, "paper") as paper:  # timesteps 14..0: int8 graphs for two of them only
+        assert paper.precision == "float32"
+
+
+def test_each_precision_flags_with_the_threshold_calibrated_in_it(folded_bundle, tmp_path):
+    """int8's clean scores differ from float32's, so the export calibrates a threshold in each; a bundle from before
+    the int8 threshold gives int8 the float32 one."""
+    from diffdefense.runtime.bundle import load_bundle
+    from diffdefense.runtime.defender import Defender
+
+    detection = load_bundle(folded_bundle).manifest.detection
+    assert detection.int8_threshold is not None and detection.int8_threshold != detection.threshold
+    with Defender(folded_bundle, precision="int8") as int8, Defender(folded_bundle, precision="float32") as float32:
+        assert (int8.threshold, float32.threshold) == (detection.int8_threshold, detection.threshold)
+    older = tmp_path / "older"
+    shutil.copytree(folded_bundle, older)
+    manifest = json.loads((older / "manifest.json").read_text())
+    del manifest["detection"]["int8_threshold"]
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    with Defender(older, precision="int8") as int8:
+        assert int8.threshold == detection.threshold
+    manifest["detection"]["int8_threshold"] = -1.0
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="a finite, non-negative int8 detection threshold"):
+        Defender(older)
+
+
+def test_a_default_precision_the_bundle_cannot_run_is_refused(folded_bundle, tmp_path):
+    from diffdefense.runtime.bundle import BundleError, load_bundle
+
+    with pytest.raises(BundleError, match="a default precision in"):
+        load_bundle(with_default_precision(folded_bundle, tmp_path, "int4"))
+    with pytest.raises(BundleError, match=r"int8 graphs for every timestep the default settings use \(\[14, 0\]\)"):
+        load_bundle(with_default_precision(folded_bundle, tmp_path, "int8", drop_int8_at="0"))
+
+
+def test_export_refuses_an_int8_default_without_int8_graphs(tmp_path):
+    from diffdefense.export.bundle import export_bundle
+
+    with pytest.raises(ValueError, match="default_precision 'int8' needs the int8 graphs"):
+        export_bundle("mnist", tmp_path / "bundle", int8=False, default_precision="int8")
+    with pytest.raises(ValueError, match="Expected default_precision 'float32' or 'int8', but got 'int4'"):
+        export_bundle("mnist", tmp_path / "bundle", default_precision="int4")
+
+
 def test_runtime_accuracy_reports_int8_against_float32_on_every_set(folded_bundle, tmp_path, monkeypatch):
     """tools/runtime_accuracy.py --agreement-with: both precisions on the same images, and the share of same labels;
     an extra set (an adaptive attack's) is measured on the first images it holds."""

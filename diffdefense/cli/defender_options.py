@@ -50,11 +50,11 @@ def defender_options(command):
             click.option(
                 "--precision",
                 type=click.Choice(["float32", "int8"]),
-                default="float32",
-                show_default=True,
+                default=None,
                 expose_value=False,
                 callback=_remember,
-                help="int8: the bundle's int8 U-Net graphs (folded timesteps only).",
+                help="The U-Net graphs' precision; int8: the bundle's int8 graphs (folded timesteps only). Default: "
+                "the bundle's default precision on the CPU provider (int8 for the mnist bundle), else float32.",
             ),
             click.option(
                 "--fp16/--no-fp16",
@@ -110,7 +110,7 @@ def make_defender(bundle, dataset, preset, provider, threshold=None):
         provider=provider,
         threshold=threshold,
         fp16=meta.get("defender.fp16") or None,
-        precision=meta.get("defender.precision", "float32"),
+        precision=meta.get("defender.precision"),
         unet_graphs=meta.get("defender.unet_graphs"),
         detection_score=meta.get("defender.detection_score"),
     )

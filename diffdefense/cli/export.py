@@ -55,9 +55,19 @@ from diffdefense.shipped import UNET_NAMES
     help="Also int8 versions of the folded graphs, calibrated on the defence's own U-Net inputs for the "
     "calibration images (clean and FGSM-attacked). Default: with a BatchNorm U-Net, which alone is quantised.",
 )
+@click.option(
+    "--default-precision",
+    type=click.Choice(["float32", "int8"]),
+    default="float32",
+    show_default=True,
+    help="The U-Net graphs a Defender on the CPU runs when not told (int8 needs --int8): set int8 only where the "
+    "int8 bundle's accuracy was measured to hold (tools/runtime_accuracy.py --agreement-with float32).",
+)
 @data_root_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Bundle folder.")
-def export_command(dataset, preset, calibration_images, tensorrt, fp16, unet, folded, int8, data_root, out) -> None:
+def export_command(
+    dataset, preset, calibration_images, tensorrt, fp16, unet, folded, int8, default_precision, data_root, out
+) -> None:
     """Export DATASET's models (from $DIFFDEFENSE_WEIGHTS, else the shipped weights) to an ONNX bundle, checked
     against PyTorch."""
     from diffdefense.export.bundle import export_bundle
@@ -65,7 +75,9 @@ def export_command(dataset, preset, calibration_images, tensorrt, fp16, unet, fo
     from diffdefense.runtime.bundle import load_bundle
 
     try:
-        path = export_bundle(dataset, out, preset, data_root, calibration_images, unet, folded, int8)
+        path = export_bundle(
+            dataset, out, preset, data_root, calibration_images, unet, folded, int8, default_precision=default_precision
+        )
     except ValueError as err:  # settings the bundle cannot be made with (nothing is written then)
         raise click.ClickException(str(err)) from err
     manifest = load_bundle(path).manifest  # loaded as the runtime will load it

@@ -97,7 +97,7 @@ EPS_BOUND = 8.0
 # activations into the thousands, and int8, one scale per tensor, then cannot resolve the pixels near zero that
 # decide the reconstruction. Added after training; on 200 attacked MNIST training images the float32 defence's
 # accuracy moved by at most 0.5 points with a bound of 4, 3 or 2, and the int8 defence's gap to float32 shrank as the
-# bound did (docs/runtime.md, "Why int8 loses accuracy").
+# bound did (docs/runtime.md, "Why int8 lost accuracy, and what keeps it").
 INPUT_BOUND = 3.0
 
 
