@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-CONVOLUTION_OPS = {"Conv", "FusedConv"}
+CONVOLUTION_OPS = {"Conv", "FusedConv", "QLinearConv"}  # float32, fused with its activation, int8
 
 
 def op_time_shares(events: list[dict], calls: int) -> list[dict]:
