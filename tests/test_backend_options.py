@@ -69,13 +69,13 @@ def test_runners_follow_the_protocol_and_close_once():
 
 def test_a_defender_closes_its_runners_and_refuses_to_run_after():
     images = np.load(BUNDLES_DIR.parent / "samples" / "mnist.npz")["images"][:1]
-    with Defender(BUNDLE, TINY) as defender:
+    with Defender(BUNDLE, TINY) as defender:  # the bundle's default precision on the CPU: int8
         unet = defender.unet
         assert defender(images).labels.shape == (1,)
     runners = [*unet.folded.values(), unet.general]
     assert defender.closed and all(runner.session is None for runner in runners if runner is not None)
     defender.close()  # twice is fine
     with pytest.raises(
-        BackendError, match="This Defender was closed, so it cannot run its unet \\(t=14: unet_t14.onnx"
+        BackendError, match="This Defender was closed, so it cannot run its unet \\(t=14: unet_t14.int8.onnx"
     ):
         defender(images)
