@@ -37,6 +37,9 @@ def with_input_bound(source: Path, target: Path, bound: float | None) -> None:
         for node in graph.node:
             node.input[:] = [name if value == clip.output[0] else value for value in node.input]
         graph.node.remove(clip)
+    used = {value for node in graph.node for value in node.input}
+    for initializer in [i for i in graph.initializer if i.name not in used]:  # the removed Clip's bounds
+        graph.initializer.remove(initializer)
     if bound is not None:
         low, high = (f"{name}_bound_{side}" for side in ("low", "high"))
         graph.initializer.extend(
