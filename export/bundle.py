@@ -89,7 +89,6 @@ def calibrate_threshold(
 
     train = load_dataset(dataset, "train", data_root)
     indices = np.sort(np.random.default_rng(seed).permutation(len(train))[:count])
-
     batches = [train.subset(indices[i : i + 50]).float_images() for i in range(0, count, 50)]
 
     def clean_scores(precision: str) -> np.ndarray:
