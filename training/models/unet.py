@@ -90,14 +90,15 @@ NORMS = {"group": ResBlock, "batch": FoldableResBlock}
 # touches only rare predictions (a Clip after the last convolution, which onnxruntime fuses into it). It was added
 # after training; a bound of 4 and one of 8 gave the same defended accuracy on attacked training images.
 EPS_BOUND = 8.0
-# The BatchNorm net's input is clamped to +-INPUT_BOUND. Its training inputs, noised images in [-1, 1], pass +-3 at
-# under 0.3 % of pixels at any timestep, and at about 3 in a million at the defence's t < 15. The defence's latents
-# reach |x| of 20-30 (median about 15), where the chain's output follows the latent's sign whatever the prediction (a
-# step moves a pixel by at most EPS_BOUND times a coefficient well below 1). Unclamped, those pixels drive the
-# activations into the thousands, and int8, one scale per tensor, then cannot resolve the pixels near zero that
-# decide the reconstruction. Added after training; on 200 attacked MNIST training images the float32 defence's
-# accuracy moved by at most 0.5 points with a bound of 4, 3 or 2, and the int8 defence's gap to float32 shrank as the
-# bound did (docs/runtime.md, "Why int8 lost accuracy, and what keeps it").
+# The BatchNorm net's input is clamped to +-INPUT_BOUND. Its training inputs, noised images in [-1, 1], pass +-3 only
+# where the noise draw passes 3 standard deviations (0.27 % of draws at the highest noise level), and at the defence's
+# t < 15 (noise scale at most 0.45) only beyond 4.6 standard deviations. The defence's latents reach |x| of 20-30
+# (median about 15), where the chain's output follows the latent's sign whatever the prediction (a step moves a pixel by
+# at most EPS_BOUND times a coefficient well below 1). Unclamped, those pixels drive the activations into the thousands,
+# and int8, one scale per tensor, then cannot resolve the pixels near zero that decide the reconstruction. Added after
+# training; on 200 attacked MNIST training images the float32 defence's accuracy moved by at most 0.5 points with a
+# bound of 4, 3 or 2, and the int8 defence's gap to float32 shrank as the bound did (docs/runtime.md, "Why int8 lost
+# accuracy, and what keeps it").
 INPUT_BOUND = 3.0
 
 
