@@ -100,6 +100,6 @@ def _print_rows(rows: list[dict], latency: dict, batch_size: int, defender) -> N
         )
     click.echo(
         f"{latency['images']} images, {latency['per_image_ms_median']:.0f} ms per image (median, batches of "
-        f"{batch_size}, {latency['provider']}, {defender.settings.unet_evaluations} U-Net image evaluations "
-        f"each); attack threshold {defender.threshold}"
+        f"{batch_size}, {latency['provider']}, {defender.precision} U-Net graphs, {defender.settings.unet_evaluations} "
+        f"U-Net image evaluations each); attack threshold {defender.threshold}"
     )
