@@ -98,8 +98,7 @@ def calibrate_threshold(
     scores = clean_scores("float32")
     manifest = load_bundle(bundle_dir).manifest
     settings = manifest.default_settings
-    int8_graphs = {int(t) for t in manifest.folded_graphs("int8")}
-    has_int8 = {int(t) for t in used_timesteps(settings)} <= int8_graphs
+    has_int8 = set(used_timesteps(settings)) <= set(manifest.folded_graphs("int8"))
     return DetectionRecord(
         threshold=clean_threshold(scores, target_fpr),
         target_fpr=target_fpr,

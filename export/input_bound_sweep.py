@@ -53,18 +53,6 @@ def with_input_bound(source: Path, target: Path, bound: float | None) -> None:
     onnx.save(model, str(target))
 
 
-class GraphsByTimestep:
-    """A U-Net runner for a Defender: one onnxruntime session per folded timestep graph."""
-
-    def __init__(self, graphs: dict[int, Path]) -> None:
-        import onnxruntime as ort
-
-        self.sessions = {t: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for t, p in graphs.items()}
-
-    def run(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-        return self.sessions[int(t[0])].run(None, {"x": x})[0]
-
-
 def defended_accuracy(defender, sets: dict[str, np.ndarray], labels: np.ndarray, batch: int = 50) -> dict[str, float]:
     """Model A's accuracy (%) on the defender's reconstructions of each set."""
     accuracy = {}
@@ -90,18 +78,28 @@ def sweep_bounds(bundle: Path, bounds: list[float | None], sets, labels, calibra
             floats = {t: Path(scratch) / f"unet_t{t}_bound_{tag}.onnx" for t in shipped}
             for t, path in floats.items():
                 with_input_bound(shipped[t], path, bound)
-            defender.unet = GraphsByTimestep(floats)
+            defender.unet = _folded_unet(floats)
             captured = capture_unet_inputs(defender, calibration)
             row = {"float32": defended_accuracy(defender, sets, labels)}
+            defender.unet.close()
             int8 = {t: path.with_suffix(".int8.onnx") for t, path in floats.items()}
             for t, path in floats.items():
                 quantize_unet_graph(path, int8[t], captured[t])
-            defender.unet = GraphsByTimestep(int8)
+            defender.unet = _folded_unet(int8)
             row["int8"] = defended_accuracy(defender, sets, labels)
+            defender.unet.close()
             results[tag] = row
             click.echo(f"bound {tag}: float32 {row['float32']}\n          int8    {row['int8']}")
         defender.unet = shipped_runner
     return results
+
+
+def _folded_unet(graphs: dict[int, Path]):
+    """The runtime's U-Net over these folded graphs, one per timestep, on the CPU."""
+    from diffdefense.runtime.backends import make_runner
+    from diffdefense.runtime.unet_graphs import TimestepUNet
+
+    return TimestepUNet({t: make_runner(path) for t, path in graphs.items()}, None)
 
 
 def _bound(text: str) -> float | None:
@@ -123,30 +121,17 @@ def _bound(text: str) -> float | None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def main(bundle, bounds, num_images, seed, calibration_images, attacks, out) -> None:
     """Accuracy of the defence per U-Net input bound, float32 and int8: OUT (JSON)."""
-    import torch
-
-    from diffdefense.data import load_dataset
     from diffdefense.export.bundle import calibration_inputs
     from diffdefense.machine import cpu_model
-    from diffdefense.reference.attacks import run_attack
-    from diffdefense.reference.evaluation import ArrayCache, pick_indices
+    from diffdefense.reference.preset_sweep import attacked_training_sets
     from diffdefense.runtime.bundle import load_bundle
     from diffdefense.shipped import bundle_dir
-    from diffdefense.training.loading import load_classifier
 
     started = time.perf_counter()
     folder = Path(bundle) if Path(bundle).is_dir() else bundle_dir(bundle)
     dataset = load_bundle(folder).manifest.dataset
-    train = load_dataset(dataset, "train")
-    indices = pick_indices(len(train), num_images, seed)
-    images, labels = (t.numpy() for t in train.subset(indices).as_tensors())
-    model_a = load_classifier(dataset, "model_a")
-    cache = ArrayCache(attacks, {"dataset": dataset, "split": "train", "indices": indices.tolist()})
-    sets = {"clean": images.astype(np.float32)}
-    inputs, targets = torch.from_numpy(images), torch.from_numpy(labels)
-    for name in ATTACKS:
-        adversarial = cache.get(name, lambda a=name: run_attack(a, model_a, inputs, targets, seed).numpy())
-        sets[name] = np.clip(adversarial, 0.0, 1.0).astype(np.float32)
+    sets, labels = attacked_training_sets(dataset, num_images, seed, ATTACKS, attacks)
+    sets = {name: np.clip(images, 0.0, 1.0).astype(np.float32) for name, images in sets.items()}  # the runtime's range
     calibration = calibration_inputs(dataset, calibration_images, None, seed=seed + 1)
     record = {
         "command": " ".join(["python", "tools/input_bound_sweep.py", *sys.argv[1:]]),

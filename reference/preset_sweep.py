@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 
 from diffdefense.data import load_dataset
@@ -50,6 +51,23 @@ def parse_overrides(text: str) -> dict:
     return out
 
 
+def attacked_training_sets(
+    dataset: str, num_images: int, seed: int, attacks, cache_dir: Path
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """{'clean': images, attack: adversarial images} and the labels of num_images *training* images chosen with seed,
+    each attack on Model A alone; the attacked sets are cached in cache_dir (made and reused by every sweep)."""
+    train = load_dataset(dataset, "train")
+    indices = pick_indices(len(train), num_images, seed)
+    images, labels = (t.numpy() for t in train.subset(indices).as_tensors())
+    model_a = load_classifier(dataset, "model_a")
+    cache = ArrayCache(cache_dir, {"dataset": dataset, "split": "train", "indices": indices.tolist()})
+    inputs, targets = torch.from_numpy(images), torch.from_numpy(labels)
+    sets = {"clean": images}
+    for name in attacks:
+        sets[name] = cache.get(name, lambda a=name: run_attack(a, model_a, inputs, targets, seed).numpy())
+    return sets, labels
+
+
 @click.command()
 @click.option("--dataset", type=click.Choice(["mnist", "kmnist"]), default="mnist", show_default=True)
 @click.option("-n", "--num-images", type=click.IntRange(min=1), default=200, show_default=True)
@@ -62,18 +80,10 @@ def parse_overrides(text: str) -> dict:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def main(dataset, num_images, base, tries, attacks, seed, unet, batch_size, out) -> None:
     """Accuracy of Model A after the defence, per attack, for each candidate setting."""
-    train = load_dataset(dataset, "train")
-    indices = pick_indices(len(train), num_images, seed)
-    images, labels = (t.numpy() for t in train.subset(indices).as_tensors())
+    inputs, labels = attacked_training_sets(dataset, num_images, seed, attacks, out / "attacks")
     model_a = load_classifier(dataset, "model_a")
     unet_name, (unet, schedule) = unet, load_unet(dataset, name=unet)
-    attacks_cache = ArrayCache(out / "attacks", {"dataset": dataset, "split": "train", "indices": indices.tolist()})
-    inputs = {"clean": images}
-    for name in attacks:
-        inputs[name] = attacks_cache.get(
-            name,
-            lambda a=name: run_attack(a, model_a, torch.from_numpy(images), torch.from_numpy(labels), seed).numpy(),
-        )
+    images = inputs["clean"]
     sweep_path = out / "sweep.json"
     rows = json.loads(sweep_path.read_text()) if sweep_path.is_file() else []
     baseline = {k: round(100 * float((predict(model_a, binarized(v)) == labels).mean()), 1) for k, v in inputs.items()}
@@ -103,4 +113,4 @@ def main(dataset, num_images, base, tries, attacks, seed, unet, batch_size, out)
         sweep_path.write_text(json.dumps(rows, indent=1))
         cells = " ".join(f"{k} {v:5.1f}" for k, v in accuracy.items())
         click.echo(f"{settings.unet_evaluations:4d} evals  {cells}  [{text or base}]")
-    click.echo(f"data: {dataset} train, {len(indices)} images chosen with seed {seed}; results in {sweep_path}")
+    click.echo(f"data: {dataset} train, {len(labels)} images chosen with seed {seed}; results in {sweep_path}")
