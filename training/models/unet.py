@@ -150,12 +150,18 @@ class UNet(nn.Module):
         h1 = self.enc1(self.conv_in(x), temb)
         h2 = self.enc2(self.down1(h1), temb)
         h = self.mid2(self.mid1(self.down2(h2), temb), temb)
-        h = self.up2(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        h = self.dec2(torch.cat([h, h2], dim=1), temb)
-        h = self.up1(F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        h = self.dec1(torch.cat([h, h1], dim=1), temb)
+        h = self.dec2(torch.cat([upsampled(self.up2, h), h2], dim=1), temb)
+        h = self.dec1(torch.cat([upsampled(self.up1, h), h1], dim=1), temb)
         eps = self.conv_out(F.silu(self.norm_out(h)))
         return eps if self.eps_bound is None else eps.clamp(-self.eps_bound, self.eps_bound)
+
+
+def upsampled(conv: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """conv after a nearest 2x upsampling of h; a module with `upsamples = True` (an export-time rewrite of both,
+    export/upsampling_variants.py) takes h as it is."""
+    if getattr(conv, "upsamples", False):
+        return conv(h)
+    return conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
 
 
 @torch.no_grad()
