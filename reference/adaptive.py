@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torchattacks
 from torch import nn
 
 from diffdefense.evaluation_config import ADAPTIVE_ATTACKS, ADAPTIVE_GRADIENTS
+from diffdefense.reference.batch_checkpoints import BatchCheckpoints
 from diffdefense.reference.defended import DefendedClassifier
 from diffdefense.reference.defense import ReferenceDefense
 
@@ -82,8 +84,11 @@ def run_adaptive(
     labels: torch.Tensor,
     seed: int = 0,
     batch_size: int = 25,
+    checkpoints: BatchCheckpoints | None = None,
 ) -> torch.Tensor:
-    """Adversarial images built through the defence, seeded."""
+    """Adversarial images built through the defence, seeded, batch by batch. With checkpoints, each finished batch is
+    saved with the random state it leaves (torch's generator, the count of EOT draws), and a batch found saved is
+    read back instead of attacked: a resumed run gives the images an uninterrupted one gives."""
     if budget.attack not in ADAPTIVE_ATTACKS or budget.gradient not in ADAPTIVE_GRADIENTS:
         raise ValueError(
             f"Expected an attack in {list(ADAPTIVE_ATTACKS)} and a gradient in {list(ADAPTIVE_GRADIENTS)}, but got "
@@ -109,5 +114,20 @@ def run_adaptive(
         )
     else:
         attack = torchattacks.PGD(model, eps=budget.eps, alpha=budget.alpha, steps=budget.steps, random_start=True)
-    out = [attack(images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    return torch.cat(out).detach()
+    out = []
+    for index, start in enumerate(range(0, len(images), batch_size)):
+        saved = checkpoints.load(index) if checkpoints is not None else None
+        if saved is not None:
+            torch.set_rng_state(torch.from_numpy(saved["torch_rng_state"]))
+            model.calls = int(saved["eot_draws"])
+            out.append(torch.from_numpy(saved["adversarial"]))
+            continue
+        out.append(attack(images[start : start + batch_size], labels[start : start + batch_size]).detach())
+        if checkpoints is not None:
+            checkpoints.save(
+                index,
+                adversarial=out[-1].numpy(),
+                torch_rng_state=torch.get_rng_state().numpy(),
+                eot_draws=np.array(model.calls),
+            )
+    return torch.cat(out)

@@ -9,7 +9,8 @@ last point is the attack's number.
         --attack APGD-CE --attack APGD-DLR --gradient bpda --eps 0.3 --steps 10 --steps 25 --steps 50 \
         --out docs/results/mnist_default_bn_convergence
 
-Every adversarial set and reconstruction is cached under OUT/cache (resumable).
+Every adversarial set and reconstruction is cached under OUT/cache, and an attack keeps each finished batch of 25
+images until its set is whole: a stopped run resumes where it stopped, with the images an uninterrupted run gives.
 """
 
 from __future__ import annotations
@@ -65,10 +66,17 @@ def convergence_rows(
             for budget in adaptive_budgets(eps, n_steps, eot_iter, attacks, gradients):
                 tag = adaptive_tag(budget)
                 started = time.perf_counter()
+                name = f"adversarial_{tag}"
                 adversarial = cache.get(
-                    f"adversarial_{tag}",
-                    lambda b=budget: run_adaptive(
-                        b, classifier, defense, torch.from_numpy(images), torch.from_numpy(labels), seed
+                    name,
+                    lambda b=budget, name=name: run_adaptive(
+                        b,
+                        classifier,
+                        defense,
+                        torch.from_numpy(images),
+                        torch.from_numpy(labels),
+                        seed,
+                        checkpoints=cache.checkpoints(name),
                     ).numpy(),
                 )
                 defended = cache.get(f"defended_{tag}", lambda a=adversarial, t=tag: defend(defense, a, batch_size, t))

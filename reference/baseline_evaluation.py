@@ -127,10 +127,17 @@ def bpda_entry(run, eps, defense, cache, classifier, images, labels, clean_score
     """BPDA-PGD through this defence on the first bpda_images images (the evaluation's budget: 20 steps); the
     attacked set depends on the defence, so it is cached with the defence's reconstructions."""
     n, budget = run.bpda_images, adaptive_budgets(eps)[0]
+    name = f"adversarial_bpda_eps_{eps}_steps_{budget.steps}_first_{n}"
     x = cache.get(
-        f"adversarial_bpda_eps_{eps}_steps_{budget.steps}_first_{n}",
+        name,
         lambda: run_adaptive(
-            budget, classifier, defense.defense, torch.from_numpy(images[:n]), torch.from_numpy(labels[:n]), run.seed
+            budget,
+            classifier,
+            defense.defense,
+            torch.from_numpy(images[:n]),
+            torch.from_numpy(labels[:n]),
+            run.seed,
+            checkpoints=cache.checkpoints(name),
         ).numpy(),
     )
     recon, scores, seconds = reconstruct_set(defense, cache, f"bpda_eps_{eps}_first_{n}", x, run.chunk)

@@ -25,6 +25,7 @@ from diffdefense.detection_threshold import refined_l1
 from diffdefense.evaluation_config import EvaluationConfig
 from diffdefense.reference.adaptive import AdaptiveBudget, adaptive_budgets, run_adaptive
 from diffdefense.reference.attacks import ATTACKS, run_attack
+from diffdefense.reference.batch_checkpoints import BatchCheckpoints
 from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.reference.detection import evaluate_detection
 from diffdefense.training.loading import load_classifier, load_unet
@@ -75,7 +76,12 @@ class ArrayCache:
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, array=array)
         tmp.replace(path)
+        self.checkpoints(name).clear()  # the whole array is stored: its batches are no longer needed
         return array
+
+    def checkpoints(self, name: str) -> BatchCheckpoints:
+        """Where a long computation of the array `name` keeps its finished batches until the whole array is stored."""
+        return BatchCheckpoints(self.folder / f"{name}.batches")
 
 
 def pick_indices(total: int, count: int, seed: int) -> np.ndarray:
@@ -283,10 +289,17 @@ def _adaptive(config, cache, classifier, defense, images, labels, defended) -> d
     out = {}
     for budget in chosen_adaptive_budgets(config):
         tag = adaptive_tag(budget)
+        name = f"adversarial_{tag}"
         adversarial = cache.get(
-            f"adversarial_{tag}",
-            lambda b=budget: run_adaptive(
-                b, classifier, defense, torch.from_numpy(images[:n]), torch.from_numpy(labels[:n]), config.seed
+            name,
+            lambda b=budget, name=name: run_adaptive(
+                b,
+                classifier,
+                defense,
+                torch.from_numpy(images[:n]),
+                torch.from_numpy(labels[:n]),
+                config.seed,
+                checkpoints=cache.checkpoints(name),
             ).numpy(),
         )
         recon, _ = defended(tag, adversarial)

@@ -140,3 +140,49 @@ def test_torchattacks_can_attack_through_the_defense(parts, gradient, attack):
     adversarial = getattr(torchattacks, attack)(model, eps=0.3, alpha=0.1, steps=2, **kwargs)(x, torch.tensor([1, 2]))
     assert adversarial.shape == x.shape and (adversarial - x).abs().max() <= 0.3 + 1e-6
     assert not torch.equal(adversarial, x)
+
+
+@pytest.mark.parametrize(("attack", "gradient"), [("PGD", "bpda"), ("PGD", "bpda-eot"), ("APGD-CE", "bpda-eot")])
+def test_an_attack_stopped_after_a_batch_resumes_to_the_uninterrupted_images(parts, tmp_path, attack, gradient):
+    """The random start (torch's generator) and the EOT draws' seeds (the wrapper's count of calls) carry from one
+    batch to the next: a resumed run must restore both from the checkpoint of the last finished batch."""
+    from diffdefense.reference.adaptive import adaptive_budgets, run_adaptive
+    from diffdefense.reference.batch_checkpoints import BatchCheckpoints
+
+    classifier, defense = parts
+    (budget,) = adaptive_budgets(0.1, steps=2, eot_iter=2, attacks=(attack,), gradients=(gradient,))
+    x, y = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(2)), torch.tensor([4, 5, 6])
+    uninterrupted = run_adaptive(budget, classifier, defense, x, y, seed=3, batch_size=1)
+
+    checkpoints = BatchCheckpoints(tmp_path / "batches")
+    first = run_adaptive(budget, classifier, defense, x, y, seed=3, batch_size=1, checkpoints=checkpoints)
+    torch.testing.assert_close(first, uninterrupted, rtol=0, atol=0)
+    (tmp_path / "batches" / "batch_00002.npz").unlink()  # stopped during the last batch
+    (tmp_path / "batches" / "batch_00001.npz").unlink()  # ... or during the second
+    torch.manual_seed(12345)  # whatever the state of the process that resumes
+    resumed = run_adaptive(budget, classifier, defense, x, y, seed=3, batch_size=1, checkpoints=checkpoints)
+    torch.testing.assert_close(resumed, uninterrupted, rtol=0, atol=0)
+
+
+def test_a_saved_batch_is_read_back_not_attacked_again(parts, tmp_path):
+    from diffdefense.reference.adaptive import adaptive_budgets, run_adaptive
+    from diffdefense.reference.batch_checkpoints import BatchCheckpoints
+
+    classifier, defense = parts
+    (budget,) = adaptive_budgets(0.1, steps=1, gradients=("bpda",))
+    checkpoints = BatchCheckpoints(tmp_path / "batches")
+    marker = np.full((1, 1, 28, 28), 0.5, dtype=np.float32)
+    checkpoints.save(0, adversarial=marker, torch_rng_state=torch.get_rng_state().numpy(), eot_draws=np.array(0))
+    x, y = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
+    out = run_adaptive(budget, classifier, defense, x, y, batch_size=1, checkpoints=checkpoints)
+    assert torch.equal(out[0], torch.from_numpy(marker[0])) and not torch.equal(out[1], torch.full_like(out[1], 0.5))
+
+
+def test_the_cache_drops_an_arrays_batches_once_the_array_is_stored(tmp_path):
+    from diffdefense.reference.evaluation import ArrayCache
+
+    cache = ArrayCache(tmp_path / "cache", {"what": "test"})
+    cache.checkpoints("adversarial_x").save(0, adversarial=np.zeros(2, dtype=np.float32))
+    assert cache.checkpoints("adversarial_x").load(0) is not None
+    stored = cache.get("adversarial_x", lambda: np.ones(2, dtype=np.float32))
+    assert stored.tolist() == [1.0, 1.0] and cache.checkpoints("adversarial_x").load(0) is None
