@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torchattacks
 from torch import nn
+from tqdm import tqdm
 
 from diffdefense.evaluation_config import ADAPTIVE_ATTACKS, ADAPTIVE_GRADIENTS
 from diffdefense.reference.batch_checkpoints import BatchCheckpoints
@@ -115,7 +116,8 @@ def run_adaptive(
     else:
         attack = torchattacks.PGD(model, eps=budget.eps, alpha=budget.alpha, steps=budget.steps, random_start=True)
     out = []
-    for index, start in enumerate(range(0, len(images), batch_size)):
+    starts = range(0, len(images), batch_size)
+    for index, start in enumerate(tqdm(starts, desc=budget.name, leave=False, disable=None)):
         saved = checkpoints.load(index) if checkpoints is not None else None
         if saved is not None:
             torch.set_rng_state(torch.from_numpy(saved["torch_rng_state"]))
