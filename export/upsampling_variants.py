@@ -1,6 +1,6 @@
 """Can the int8 U-Net lose its Resize? Exact rewrites of the decoder's upsampling, timed side by side.
 
-    python tools/upsampling_variants.py --bundle mnist --timestep 14 -n 64 --seed 0 \
+    python tools/upsampling_variants.py --bundle mnist --timestep 14 -n 64 --seed 0 --rounds 21 \
         --out docs/results/upsampling_variants_mnist_t14.json
 
 In the int8 folded graph the two nearest 2x upsamplings (Resize on uint8) are the largest cost besides the
@@ -152,17 +152,21 @@ def median_call_ms(sessions: dict, x: np.ndarray, rounds: int, calls: int) -> di
 
 
 def cpu_session(path: Path, threads: int):
-    """A CPU session set up as the runtime's: `threads` intra-op threads that spin within a call."""
+    """A CPU session set up as the runtime's: `threads` intra-op threads that spin within a call and stop when it
+    returns (threads spinning on would take the cores from the next session's turn)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def compare_variants(net: nn.Module, inputs: np.ndarray, scratch: Path, threads: int, seed: int) -> dict:
+def compare_variants(
+    net: nn.Module, inputs: np.ndarray, scratch: Path, threads: int, seed: int, rounds: int = 7
+) -> dict:
     """Export, check, quantise and time every variant of the folded net on the captured U-Net inputs."""
     from diffdefense.export.onnx_export import export_graph
     from diffdefense.export.quantize import graph_outputs, quantize_unet_graph, relative_error
@@ -201,7 +205,7 @@ def compare_variants(net: nn.Module, inputs: np.ndarray, scratch: Path, threads:
                 name: cpu_session(path if precision == "float32" else path.with_suffix(".int8.onnx"), threads)
                 for name, path in graphs.items()
             }
-            for name, ms in median_call_ms(sessions, x, rounds=7, calls=10 if batch > 12 else 40).items():
+            for name, ms in median_call_ms(sessions, x, rounds, calls=10 if batch > 12 else 40).items():
                 rows[name].setdefault("ms_per_call", {})[f"{precision}_batch_{batch}"] = ms
     return rows
 
@@ -230,9 +234,10 @@ def captured_inputs(loaded, timestep: int, num_images: int, seed: int) -> np.nda
 @click.option("--timestep", type=int, default=14, show_default=True)
 @click.option("-n", "--num-images", type=click.IntRange(min=8), default=64, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=7, show_default=True, help="Timed turns per graph.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def main(bundle, timestep, num_images, threads, seed, out) -> None:
+def main(bundle, timestep, num_images, threads, rounds, seed, out) -> None:
     """Exact rewrites of the U-Net's upsampling (and a ReLU timing probe), in float32 and int8: OUT (JSON)."""
     from diffdefense.machine import cpu_model
     from diffdefense.runtime.bundle import load_bundle
@@ -249,7 +254,7 @@ def main(bundle, timestep, num_images, threads, seed, out) -> None:
     net = FixedTimestepUNet(unet, timestep).eval()
     inputs = captured_inputs(loaded, timestep, num_images, seed)
     with tempfile.TemporaryDirectory() as scratch:
-        rows = compare_variants(net, inputs, Path(scratch), threads, seed)
+        rows = compare_variants(net, inputs, Path(scratch), threads, seed, rounds)
     for name, row in rows.items():
         if row["exact"] and row["max_abs_difference_from_shipped"] > EXACT_TOLERANCE:
             raise RuntimeError(
@@ -262,6 +267,7 @@ def main(bundle, timestep, num_images, threads, seed, out) -> None:
         "data": f"U-Net inputs of the float32 `{bundle}` defence at t={timestep} on {num_images} training images, "
         f"seed {seed}: three quarters calibrate int8, the last quarter is timed and compared",
         "threads": threads,
+        "rounds": rounds,
         "variants": rows,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "cpu": cpu_model(),
