@@ -27,9 +27,9 @@ import torch
 from diffdefense.data import load_dataset
 from diffdefense.evaluation_config import ADAPTIVE_ATTACKS, ADAPTIVE_GRADIENTS
 from diffdefense.machine import cpu_model
-from diffdefense.reference.adaptive import adaptive_budgets, run_adaptive
+from diffdefense.reference.adaptive import adaptive_budgets
 from diffdefense.reference.defense import ReferenceDefense
-from diffdefense.reference.evaluation import ArrayCache, adaptive_tag, defend, pick_indices, predict
+from diffdefense.reference.evaluation import ArrayCache, adaptive_tag, cached_adaptive, defend, pick_indices, predict
 from diffdefense.reference.intervals import accuracy_interval
 from diffdefense.settings import PRESETS
 from diffdefense.shipped import UNET_NAMES
@@ -66,18 +66,8 @@ def convergence_rows(
             for budget in adaptive_budgets(eps, n_steps, eot_iter, attacks, gradients):
                 tag = adaptive_tag(budget)
                 started = time.perf_counter()
-                name = f"adversarial_{tag}"
-                adversarial = cache.get(
-                    name,
-                    lambda b=budget, name=name: run_adaptive(
-                        b,
-                        classifier,
-                        defense,
-                        torch.from_numpy(images),
-                        torch.from_numpy(labels),
-                        seed,
-                        checkpoints=cache.checkpoints(name),
-                    ).numpy(),
+                adversarial = cached_adaptive(
+                    cache, f"adversarial_{tag}", budget, classifier, defense, images, labels, seed
                 )
                 defended = cache.get(f"defended_{tag}", lambda a=adversarial, t=tag: defend(defense, a, batch_size, t))
                 recon = defended[:, :-1].reshape(images.shape)

@@ -21,13 +21,13 @@ import torch
 
 from diffdefense import shipped
 from diffdefense.data import load_dataset
-from diffdefense.reference.adaptive import adaptive_budgets, run_adaptive
+from diffdefense.reference.adaptive import adaptive_budgets
 from diffdefense.reference.attacks import ATTACKS, run_attack
 from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.reference.defense_gan import PRESETS as GAN_PRESETS
 from diffdefense.reference.defense_gan import DefenseGAN
 from diffdefense.reference.detection import evaluate_detection
-from diffdefense.reference.evaluation import ArrayCache, classifier_checksums, pick_indices, predict
+from diffdefense.reference.evaluation import ArrayCache, cached_adaptive, classifier_checksums, pick_indices, predict
 from diffdefense.reference.intervals import accuracy_interval
 from diffdefense.settings import PRESETS as DIFFDEFENSE_PRESETS
 from diffdefense.training.loading import load_classifier, load_generator, load_unet
@@ -128,18 +128,7 @@ def bpda_entry(run, eps, defense, cache, classifier, images, labels, clean_score
     attacked set depends on the defence, so it is cached with the defence's reconstructions."""
     n, budget = run.bpda_images, adaptive_budgets(eps)[0]
     name = f"adversarial_bpda_eps_{eps}_steps_{budget.steps}_first_{n}"
-    x = cache.get(
-        name,
-        lambda: run_adaptive(
-            budget,
-            classifier,
-            defense.defense,
-            torch.from_numpy(images[:n]),
-            torch.from_numpy(labels[:n]),
-            run.seed,
-            checkpoints=cache.checkpoints(name),
-        ).numpy(),
-    )
+    x = cached_adaptive(cache, name, budget, classifier, defense.defense, images[:n], labels[:n], run.seed)
     recon, scores, seconds = reconstruct_set(defense, cache, f"bpda_eps_{eps}_first_{n}", x, run.chunk)
     detection = evaluate_detection(clean_scores, scores)
     return f"BPDA-PGD eps {eps} (first {n})", accuracy_entry(predict(classifier, recon) == labels[:n]) | {

@@ -84,6 +84,24 @@ class ArrayCache:
         return BatchCheckpoints(self.folder / f"{name}.batches")
 
 
+def cached_adaptive(
+    cache: ArrayCache, name: str, budget: AdaptiveBudget, classifier, defense, images: np.ndarray, labels, seed: int
+) -> np.ndarray:
+    """The adaptive attack's images from the cache, or attacked (resuming from the batches a stopped run finished)."""
+    return cache.get(
+        name,
+        lambda: run_adaptive(
+            budget,
+            classifier,
+            defense,
+            torch.from_numpy(images),
+            torch.from_numpy(labels),
+            seed,
+            checkpoints=cache.checkpoints(name),
+        ).numpy(),
+    )
+
+
 def pick_indices(total: int, count: int, seed: int) -> np.ndarray:
     """A seeded subset of test indices, sorted."""
     if not 0 < count <= total:
@@ -289,18 +307,8 @@ def _adaptive(config, cache, classifier, defense, images, labels, defended) -> d
     out = {}
     for budget in chosen_adaptive_budgets(config):
         tag = adaptive_tag(budget)
-        name = f"adversarial_{tag}"
-        adversarial = cache.get(
-            name,
-            lambda b=budget, name=name: run_adaptive(
-                b,
-                classifier,
-                defense,
-                torch.from_numpy(images[:n]),
-                torch.from_numpy(labels[:n]),
-                config.seed,
-                checkpoints=cache.checkpoints(name),
-            ).numpy(),
+        adversarial = cached_adaptive(
+            cache, f"adversarial_{tag}", budget, classifier, defense, images[:n], labels[:n], config.seed
         )
         recon, _ = defended(tag, adversarial)
         out[budget.name] = {

@@ -4,7 +4,7 @@ import json
 
 from click.testing import CliRunner
 
-from diffdefense.reference import adaptive_convergence
+from diffdefense.reference import evaluation
 from diffdefense.reference.adaptive_convergence import main
 
 
@@ -23,7 +23,7 @@ def test_rows_per_budget_with_intervals_a_plot_and_a_resume_from_the_cache(real_
     def no_more_attacks(*_, **__):
         raise AssertionError("a cached adversarial set was made again")
 
-    monkeypatch.setattr(adaptive_convergence, "run_adaptive", no_more_attacks)
+    monkeypatch.setattr(evaluation, "run_adaptive", no_more_attacks)
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     rows = json.loads((tmp_path / "convergence.json").read_text())["rows"]
