@@ -124,17 +124,11 @@ def diagnose_timestep(
 
 def diagnose_bundle(bundle: Path, num_images: int, seed: int, method: str = "percentile") -> dict:
     """Every folded timestep graph of the bundle, on the inputs the defence gives it for seeded training images."""
-    from diffdefense.data import load_dataset
-    from diffdefense.export.quantize import capture_unet_inputs
+    from diffdefense.export.quantize import training_unet_inputs
     from diffdefense.runtime.bundle import load_bundle
-    from diffdefense.runtime.defender import Defender
 
     loaded = load_bundle(bundle)
-    train = load_dataset(loaded.manifest.dataset, "train")
-    chosen = np.sort(np.random.default_rng(seed).choice(len(train), size=num_images, replace=False))
-    images = train.subset(chosen).float_images()
-    with Defender(loaded.root, unet_graphs="folded", precision="float32") as defender:
-        captured = capture_unet_inputs(defender, [images[i : i + 8] for i in range(0, len(images), 8)])
+    captured = training_unet_inputs(loaded, num_images, seed)
     graphs = loaded.manifest.folded_graphs("float32")
     with tempfile.TemporaryDirectory() as scratch:
         return {

@@ -56,6 +56,19 @@ def capture_unet_inputs(defender, batches: list[np.ndarray]) -> dict[int, np.nda
     return {t: np.concatenate(xs) for t, xs in recorder.inputs.items()}
 
 
+def training_unet_inputs(bundle, num_images: int, seed: int) -> dict[int, np.ndarray]:
+    """The inputs a float32 Defender on the loaded `bundle` gives its U-Net, by timestep, while it defends
+    `num_images` training images chosen with `seed` (in batches of 8: one default-preset call of 96 candidates)."""
+    from diffdefense.data import load_dataset
+    from diffdefense.runtime.defender import Defender
+
+    train = load_dataset(bundle.manifest.dataset, "train")
+    chosen = np.sort(np.random.default_rng(seed).choice(len(train), size=num_images, replace=False))
+    images = train.subset(chosen).float_images()
+    with Defender(bundle.root, unet_graphs="folded", precision="float32") as defender:
+        return capture_unet_inputs(defender, [images[i : i + 8] for i in range(0, len(images), 8)])
+
+
 def quantize_unet_graph(
     float_graph: Path, int8_graph: Path, samples: np.ndarray, method: str = "percentile", seed: int = 0
 ) -> None:

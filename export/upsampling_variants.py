@@ -137,31 +137,18 @@ def silu_as_relu(graph_path: Path, out_path: Path) -> int:
     return replaced
 
 
-def median_call_ms(sessions: dict, x: np.ndarray, rounds: int, calls: int) -> dict[str, float]:
-    """Median ms per call of each session on x, the sessions taking turns round by round (drift hits all alike)."""
-    for session in sessions.values():
-        session.run(None, {"x": x})
-    times: dict[str, list[float]] = {name: [] for name in sessions}
+def median_call_ms(runners: dict, x: np.ndarray, rounds: int, calls: int) -> dict[str, float]:
+    """Median ms per call of each runner on x, the runners taking turns round by round (drift hits all alike)."""
+    for runner in runners.values():
+        runner.run(x)
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
-        for name, session in sessions.items():
+        for name, runner in runners.items():
             started = time.perf_counter()
             for _ in range(calls):
-                session.run(None, {"x": x})
+                runner.run(x)
             times[name].append(1e3 * (time.perf_counter() - started) / calls)
     return {name: round(float(np.median(values)), 3) for name, values in times.items()}
-
-
-def cpu_session(path: Path, threads: int):
-    """A CPU session set up as the runtime's: `threads` intra-op threads that spin within a call and stop when it
-    returns (threads spinning on would take the cores from the next session's turn)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    options.add_session_config_entry("session.force_spinning_stop", "1")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def compare_variants(
@@ -170,6 +157,7 @@ def compare_variants(
     """Export, check, quantise and time every variant of the folded net on the captured U-Net inputs."""
     from diffdefense.export.onnx_export import export_graph
     from diffdefense.export.quantize import graph_outputs, quantize_unet_graph, relative_error
+    from diffdefense.runtime.backends.onnxruntime_runner import OnnxRunner
 
     split = int(0.75 * len(inputs))
     calibration, held_out = inputs[:split], inputs[split:]
@@ -201,26 +189,21 @@ def compare_variants(
     for batch in CALL_BATCHES:
         x = held_out[rng.choice(len(held_out), size=batch, replace=True)]
         for precision in ("float32", "int8"):
-            sessions = {
-                name: cpu_session(path if precision == "float32" else path.with_suffix(".int8.onnx"), threads)
+            # the runtime's runner: threads that spin within a call and stop when it returns
+            runners = {
+                name: OnnxRunner(path if precision == "float32" else path.with_suffix(".int8.onnx"), "cpu", threads)
                 for name, path in graphs.items()
             }
-            for name, ms in median_call_ms(sessions, x, rounds, calls=10 if batch > 12 else 40).items():
+            for name, ms in median_call_ms(runners, x, rounds, calls=10 if batch > 12 else 40).items():
                 rows[name].setdefault("ms_per_call", {})[f"{precision}_batch_{batch}"] = ms
     return rows
 
 
 def captured_inputs(loaded, timestep: int, num_images: int, seed: int) -> np.ndarray:
     """The inputs the bundle's float32 defence gives its U-Net at `timestep` on seeded training images, shuffled."""
-    from diffdefense.data import load_dataset
-    from diffdefense.export.quantize import capture_unet_inputs
-    from diffdefense.runtime.defender import Defender
+    from diffdefense.export.quantize import training_unet_inputs
 
-    train = load_dataset(loaded.manifest.dataset, "train")
-    chosen = np.sort(np.random.default_rng(seed).choice(len(train), size=num_images, replace=False))
-    images = train.subset(chosen).float_images()
-    with Defender(loaded.root, unet_graphs="folded", precision="float32") as defender:
-        captured = capture_unet_inputs(defender, [images[i : i + 8] for i in range(0, len(images), 8)])
+    captured = training_unet_inputs(loaded, num_images, seed)
     if timestep not in captured:
         raise click.BadParameter(
             f"Expected one of the bundle preset's timesteps {sorted(captured)}, but got {timestep}."
