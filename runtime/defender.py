@@ -174,10 +174,18 @@ class Defender:
 
     def _runner(self, role: str):
         """A role's graph from the bytes load_bundle verified, never re-read from disk (the file could have been
-        swapped since); the path only names it in messages."""
+        swapped since); the path only names it in messages. The U-Net's graphs shard their calls as the backend
+        says; the classifier, called once per batch, runs in one session."""
         o = self.backend
+        shards = 1 if role == "classifier" else o.shards
         return make_runner(
-            self.bundle.path(role), o.provider, o.threads, o.fp16, data=self.bundle.graph(role), spin=o.spin
+            self.bundle.path(role),
+            o.provider,
+            o.threads,
+            o.fp16,
+            data=self.bundle.graph(role),
+            spin=o.spin,
+            shards=shards,
         )
 
     def _unet_runner(self, manifest):
@@ -191,7 +199,13 @@ class Defender:
         o = self.backend
         folded = {
             t: make_runner(
-                self.bundle.root / name, o.provider, o.threads, o.fp16, data=self.bundle.file(name), spin=o.spin
+                self.bundle.root / name,
+                o.provider,
+                o.threads,
+                o.fp16,
+                data=self.bundle.file(name),
+                spin=o.spin,
+                shards=o.shards,
             )
             for t, name in files.items()
         }

@@ -4,7 +4,7 @@ and the provider, whether onnxruntime raised it on its own or a device gave out 
 import numpy as np
 import pytest
 
-from diffdefense.runtime.backends import BackendError, OnnxRunner
+from diffdefense.runtime.backends import BackendError, BackendOptions, OnnxRunner
 from diffdefense.runtime.defender import Defender
 from diffdefense.settings import DefenseSettings
 from diffdefense.shipped import BUNDLES_DIR
@@ -27,7 +27,8 @@ class FailsAfter:
 
 
 def test_a_provider_that_fails_mid_run_names_the_graph_and_the_provider():
-    defender = Defender(BUNDLE, FAST, unet_graphs="general")  # the general graph's session is the one made to fail
+    # the general graph's session, in one part, is the one made to fail
+    defender = Defender(BUNDLE, FAST, unet_graphs="general", backend=BackendOptions(shards=1))
     images = np.full((1, 1, 28, 28), 0.5, np.float32)
     defender.unet.session = FailsAfter(defender.unet.session, calls=3)  # the 4th U-Net call of 4 fails
     with pytest.raises(BackendError, match=r"onnxruntime's CPUExecutionProvider failed while running unet\.onnx: "):

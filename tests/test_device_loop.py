@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from diffdefense.runtime import device_loop, steps
-from diffdefense.runtime.backends import PROVIDERS, BackendError, available_providers
+from diffdefense.runtime.backends import PROVIDERS, BackendError, BackendOptions, available_providers
 from diffdefense.runtime.defender import Defender
 from diffdefense.runtime.device_loop import DeviceLoop, buffer_shapes, choose_kernels, find_kernels
 from diffdefense.settings import PRESETS, DefenseSettings
@@ -137,7 +137,8 @@ class HostPointerKernels:
     ids=["sigmoid-fresh-noise", "clip", "full"],
 )
 def test_the_loop_bookkeeping_matches_the_host_loop(samples, settings):
-    defender = Defender(BUNDLE, settings, provider="cpu", step_ops="numpy", unet_graphs="general")
+    options = BackendOptions(step_ops="numpy", shards=1)  # the device loop binds one session per graph
+    defender = Defender(BUNDLE, settings, backend=options, unet_graphs="general")
     host = defender(samples[[0, 4]])
     defender.device_loop = DeviceLoop(defender.unet, defender.unet_vjp, HostPointerKernels(), device="cpu")
     bound = defender(samples[[0, 4]])
@@ -166,7 +167,8 @@ class FailingBindings:
 
 def test_a_failing_run_on_the_device_loops_buffers_names_the_graph_and_the_provider(samples):
     settings = SMALL.with_(gradient="full", num_steps=2)
-    defender = Defender(BUNDLE, settings, provider="cpu", step_ops="numpy", unet_graphs="general")
+    options = BackendOptions(step_ops="numpy", shards=1)  # the device loop binds one session per graph
+    defender = Defender(BUNDLE, settings, backend=options, unet_graphs="general")
     defender.device_loop = DeviceLoop(defender.unet, defender.unet_vjp, HostPointerKernels(), device="cpu")
     defender.unet_vjp.session = FailingBindings(defender.unet_vjp.session)
     expected = r"CPUExecutionProvider failed while running unet_vjp\.onnx on the device loop's buffers: .*device lost"

@@ -25,7 +25,7 @@ def _remember(ctx, param, value):
 
 
 def defender_options(command):
-    """--bundle, --dataset, --preset, --provider, --precision, --fp16, --unet-graphs, --detection-score,
+    """--bundle, --dataset, --preset, --provider, --precision, --fp16, --shards, --unet-graphs, --detection-score,
     --threshold."""
     for option in reversed(
         [
@@ -65,6 +65,15 @@ def defender_options(command):
                 help="Half-precision TensorRT engines (--provider tensorrt-engine).",
             ),
             click.option(
+                "--shards",
+                type=click.IntRange(min=1),
+                default=None,
+                expose_value=False,
+                callback=_remember,
+                help="The parts each U-Net call on the CPU cuts its batch into, run at the same time by sessions "
+                "of their own; every image's result is the same [default: 2 with 2 or more cores; 1: one session].",
+            ),
+            click.option(
                 "--unet-graphs",
                 type=click.Choice(["folded", "general", "auto"]),
                 default=None,
@@ -99,17 +108,20 @@ def defender_options(command):
 
 def make_defender(bundle, dataset, preset, provider, threshold=None):
     """The Defender the options chose (precision and U-Net graphs from the current command's context)."""
+    from diffdefense.runtime.backends import BackendOptions
     from diffdefense.runtime.defender import Defender
     from diffdefense.shipped import bundle_dir
 
     meta = click.get_current_context(silent=True)
     meta = meta.meta if meta is not None else {}
+    backend = BackendOptions(
+        provider=provider, fp16=bool(meta.get("defender.fp16")), shards=meta.get("defender.shards")
+    )
     return Defender(
         bundle or bundle_dir(dataset),
         preset,
-        provider=provider,
         threshold=threshold,
-        fp16=meta.get("defender.fp16") or None,
+        backend=backend,
         precision=meta.get("defender.precision"),
         unet_graphs=meta.get("defender.unet_graphs"),
         detection_score=meta.get("defender.detection_score"),

@@ -15,6 +15,7 @@ from diffdefense.runtime.backends.onnxruntime_runner import (
     available_providers,
 )
 from diffdefense.runtime.backends.options import PROVIDER_NAMES, STEP_OPS, BackendOptions, Provider, StepOps
+from diffdefense.runtime.backends.sharded import ShardedRunner, resolve_shards
 
 __all__ = [
     "PROVIDERS",
@@ -27,6 +28,7 @@ __all__ = [
     "OnnxRunner",
     "Provider",
     "Runner",
+    "ShardedRunner",
     "StepOps",
     "available_providers",
     "make_runner",
@@ -40,14 +42,20 @@ def make_runner(
     fp16: bool = False,
     data: bytes | None = None,
     spin: bool = True,
+    shards: int | None = 1,
 ) -> Runner:
     """An OnnxRunner, or for 'tensorrt-engine' a TensorRT engine built for this GPU (cached) and run natively; both
-    from data, the verified bytes, when given (path then only names the graph), else from the file at path."""
+    from data, the verified bytes, when given (path then only names the graph), else from the file at path. On the
+    CPU provider, shards other than 1 make a ShardedRunner (BackendOptions.shards says how many; threads is then
+    the budget they share)."""
     if provider != "tensorrt-engine":
         if fp16:
             raise BackendError(
                 "fp16 applies to the 'tensorrt-engine' backend only; onnxruntime runs the float32 graphs."
             )
+        parts, threads = resolve_shards(shards, threads, provider)
+        if parts > 1:
+            return ShardedRunner([OnnxRunner(path, provider, threads, data, spin) for _ in range(parts)])
         return OnnxRunner(path, provider, threads, data, spin)
     from diffdefense.runtime.backends.tensorrt import engine_runner
 

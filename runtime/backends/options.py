@@ -18,7 +18,12 @@ class BackendOptions:
 
     provider: 'cpu', 'cuda' or 'tensorrt' (onnxruntime execution providers), or 'tensorrt-engine' (TensorRT itself,
         with engines built for this GPU on first use and cached); never a silent fallback.
-    threads: onnxruntime's threads per session (intra-op); None leaves onnxruntime's default.
+    threads: onnxruntime's threads (intra-op) for one model call in all; None: onnxruntime's default, one per usable
+        core. A sharded U-Net call shares them among its parts.
+    shards: the parts each U-Net call on the CPU provider cuts its batch into, each run at the same time by its own
+        session with threads / shards threads (runtime/backends/sharded.py); every image's result is the same.
+        None: 2 where the thread budget has at least 2 threads, else 1; 1: one session per graph. Other providers
+        run one part (None or 1).
     fp16: half-precision TensorRT engines ('tensorrt-engine' only; make_runner refuses it elsewhere).
     step_ops: the elementwise steps' implementation, 'auto' (cpp_ext if installed), 'cpp_ext' or 'numpy'.
     device_loop: keep the loop's buffers on the GPU (runtime/device_loop.py): None runs it wherever it can (provider
@@ -36,6 +41,7 @@ class BackendOptions:
     step_ops: StepOps = "auto"
     device_loop: bool | None = None
     spin: bool = True
+    shards: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.provider, str) or self.provider not in PROVIDER_NAMES:
@@ -44,6 +50,14 @@ class BackendOptions:
             if not isinstance(self.threads, numbers.Integral) or isinstance(self.threads, bool) or self.threads < 1:
                 raise ValueError(f"Expected threads to be None or a positive integer, but got {self.threads!r}.")
             object.__setattr__(self, "threads", int(self.threads))
+        if self.shards is not None:
+            if not isinstance(self.shards, numbers.Integral) or isinstance(self.shards, bool) or self.shards < 1:
+                raise ValueError(f"Expected shards to be None or a positive integer, but got {self.shards!r}.")
+            object.__setattr__(self, "shards", int(self.shards))
+            if self.shards > 1 and self.provider != "cpu":
+                raise ValueError(
+                    f"Expected shards None or 1 with provider {self.provider!r}: only the CPU provider shards a call."
+                )
         if not isinstance(self.fp16, bool):
             raise ValueError(f"Expected fp16 to be True or False, but got {self.fp16!r}.")
         if not isinstance(self.step_ops, str) or self.step_ops not in STEP_OPS:
