@@ -19,6 +19,8 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +134,9 @@ def reference_contender(variant: str, images: np.ndarray, batch_size: int) -> tu
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # weights as constants: conv-BatchNorm folding and prepacked kernels
+        # every contender's input shapes compiled, not left to eager: dynamo's limit (8) counts the compilations of
+        # UNet.forward across all compiled nets and batch sizes of the run
+        torch._dynamo.config.recompile_limit = 64
         unet = torch.compile(unet.eval(), dynamic=False)
     defense, classifier = ReferenceDefense(unet, schedule, PRESETS[PRESET]), load_classifier("mnist", "model_a")
 
@@ -227,12 +232,15 @@ def benchmark_record(info: dict, seconds: list[float]) -> dict:
 @click.option(
     "--variant", "variants", multiple=True, help="Runtime or reference variants [default: the BatchNorm net's]."
 )
+@click.option("--all", "every_variant", is_flag=True, help="Every runtime and reference variant.")
 @click.option("--rounds", type=click.IntRange(min=1), default=11, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="JSON record.")
-def main(variants: tuple[str, ...], rounds: int, out: Path) -> None:
+def main(variants: tuple[str, ...], every_variant: bool, rounds: int, out: Path) -> None:
     """Time the contenders in turns at batch 8 and frame by frame; the record prints with tools/speedup_table.py."""
     known = list(RUNTIME_VARIANTS) + list(REFERENCE_VARIANTS)
-    chosen = list(variants) or [v for v in known if v.startswith("BatchNorm U-Net")]
+    if every_variant and variants:
+        raise click.UsageError("Expected --all or --variant, not both.")
+    chosen = known if every_variant else list(variants) or [v for v in known if v.startswith("BatchNorm U-Net")]
     if unknown := [v for v in chosen if v not in known]:
         raise click.BadParameter(f"expected variants among {known}, but got {unknown}", param_hint="--variant")
     images = test_images()
@@ -251,7 +259,8 @@ def main(variants: tuple[str, ...], rounds: int, out: Path) -> None:
     record = {
         "machine_info": {"cpu": {"brand_raw": cpu_model()}},
         "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "how": f"in turns, {rounds} rounds after 1 untimed: python tools/side_by_side.py",
+        "how": f"in turns, {rounds} rounds after 1 untimed",
+        "command": " ".join(["python tools/side_by_side.py", *map(shlex.quote, sys.argv[1:])]),
         "benchmarks": [benchmark_record(infos[key], seconds[key]) for key in rounds_of] + peak_records(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

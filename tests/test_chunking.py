@@ -46,6 +46,21 @@ def test_draw_chunks_are_slices_of_the_whole_calls_draws(settings):
     assert not np.array_equal(draw(settings, 4).noise, whole.noise[:, :, :4])
 
 
+def test_a_small_call_in_one_chunk_reuses_its_draws_read_only_and_a_large_one_draws_afresh(monkeypatch):
+    import diffdefense.draws as draws_module
+
+    settings = PRESETS["default"]
+    (first,), (second,) = draw_chunks(settings, 1, [(0, 1)]), draw_chunks(settings, 1, [(0, 1)])
+    assert first.noise is second.noise and not first.noise.flags.writeable
+    assert same_bits(first.noise, draw(settings, 1).noise) and same_bits(first.latents, draw(settings, 1).latents)
+    with pytest.raises(ValueError, match="read-only"):
+        first.latents[0] = 0.0
+    monkeypatch.setattr(draws_module, "REUSED_DRAW_NUMBERS", 0)
+    (third,), (fourth,) = draw_chunks(settings, 1, [(0, 1)]), draw_chunks(settings, 1, [(0, 1)])
+    assert third.noise is not fourth.noise and third.noise.flags.writeable
+    assert same_bits(third.noise, first.noise)
+
+
 @pytest.mark.parametrize("bounds", [[], [(0, 3)], [(0, 3), (4, 7)], [(0, 4), (4, 4), (4, 7)], [(1, 7)]])
 def test_draw_chunks_refuses_chunks_that_do_not_tile_the_batch(bounds):
     with pytest.raises(ValueError, match="Expected non-empty consecutive chunks from 0 to 7"):

@@ -65,7 +65,7 @@ class ShardedRunner:
         parts = min(len(self.runners), batch)
         if parts <= 1:
             return self.runners[0].run(*inputs)
-        bounds = np.linspace(0, batch, parts + 1).round().astype(int)
+        bounds = [batch * part // parts for part in range(parts + 1)]
         pieces = [[x[lo:hi] for x in inputs] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
         others = [self.pool.submit(r.run, *p) for r, p in zip(self.runners[1:parts], pieces[1:], strict=True)]
         first = self.runners[0].run(*pieces[0])
