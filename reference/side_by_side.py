@@ -45,8 +45,10 @@ BATCH_SIZES = (BATCH, 1)
 PRESET = "default"
 # float32 named: the mnist bundle's default precision on the CPU is int8, which has its own row
 FOLDED, GENERAL = dict(unet_graphs="folded", precision="float32"), dict(unet_graphs="general", precision="float32")
-SLEEP = BackendOptions(spin=False)  # onnxruntime's threads sleep between operators (the default spins within a call)
 WHOLE = BackendOptions(shards=1)  # each U-Net call in one session (the default cuts it in two, run at the same time)
+# one session per call whose threads sleep between operators (the default lets them spin within a call); sharded
+# sessions of one thread each have no thread to spin or sleep
+SLEEP = BackendOptions(shards=1, spin=False)
 NARROW = "unet_bn_small_t15"  # the narrow net trained on the defence's timesteps; unet_bn_small runs as fast
 # runtime variant -> (the U-Net its bundle carries, Defender options)
 RUNTIME_VARIANTS = {
@@ -60,10 +62,16 @@ RUNTIME_VARIANTS = {
         "unet_bn",
         dict(FOLDED, precision="int8", backend=WHOLE),
     ),
-    "BatchNorm U-Net, folded timesteps, threads sleep between operators": ("unet_bn", dict(FOLDED, backend=SLEEP)),
+    "BatchNorm U-Net, folded timesteps, one session per call, threads sleep between operators": (
+        "unet_bn",
+        dict(FOLDED, backend=SLEEP),
+    ),
     "narrow BatchNorm U-Net, folded timesteps": (NARROW, FOLDED),
     "narrow BatchNorm U-Net, folded timesteps, one session per call": (NARROW, dict(FOLDED, backend=WHOLE)),
-    "narrow BatchNorm U-Net, folded timesteps, threads sleep between operators": (NARROW, dict(FOLDED, backend=SLEEP)),
+    "narrow BatchNorm U-Net, folded timesteps, one session per call, threads sleep between operators": (
+        NARROW,
+        dict(FOLDED, backend=SLEEP),
+    ),
 }
 # reference variant -> (U-Net, compiled); the speedup table sets each runtime row beside the references of its net
 REFERENCE_VARIANTS = {

@@ -71,6 +71,7 @@ def stream_command(
     Exit codes: 0 done (the stream ended or --max-frames was reached), 1 bad input or a source that cannot be
     opened or stalls, 2 bad usage."""
     from diffdefense.detection_threshold import clean_threshold
+    from diffdefense.machine import cpu_model
     from diffdefense.runtime.stream import (
         AnnotatedVideoWriter,
         FrameLog,
@@ -115,6 +116,9 @@ def stream_command(
         mode=mode,
         paced=paced,
         provider=defender.unet.provider,
+        precision=defender.precision,
+        bundle=str(defender.bundle.root),
+        cpu=cpu_model(),
         settings=defender.settings.to_dict(),
         warm_start={"iterations": warm_iterations} if warm_start else None,
         threshold=defender.threshold,
