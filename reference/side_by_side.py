@@ -27,6 +27,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import onnxruntime
 import torch
 
 from diffdefense.data import load_dataset
@@ -269,6 +270,7 @@ def main(variants: tuple[str, ...], every_variant: bool, rounds: int, out: Path)
         "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "how": f"in turns, {rounds} rounds after 1 untimed",
         "command": " ".join(["python tools/side_by_side.py", *map(shlex.quote, sys.argv[1:])]),
+        "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "numpy": np.__version__},
         "benchmarks": [benchmark_record(infos[key], seconds[key]) for key in rounds_of] + peak_records(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

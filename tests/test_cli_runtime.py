@@ -46,6 +46,15 @@ def test_bench_reports_percentiles_per_batch():
     assert bad.exit_code == 2 and "positive integers" in bad.output
 
 
+@pytest.mark.parametrize("shards", ["1", "2"])
+def test_bench_reports_the_parts_each_u_net_call_runs_in(shards):
+    result = CliRunner().invoke(main, ["bench", *CHEAP, "--batch-sizes", "1", "--rounds", "1", "--shards", shards])
+    assert result.exit_code == 0, result.output
+    assert f"each call in {shards} part" in result.output
+    refused = CliRunner().invoke(main, ["bench", "--shards", "0"])
+    assert refused.exit_code == 2 and "--shards" in refused.output
+
+
 @pytest.fixture
 def pictures(tmp_path):
     """Two shipped samples, one clean and one PGD-attacked, as dark-on-light PNGs at 3x in a folder."""

@@ -51,6 +51,7 @@ def bench_command(bundle, dataset, preset, provider, threshold, batch_sizes, rou
     """Time the defence end to end (per image) and the U-Net alone (per call on B x R candidates) on the shipped
     sample images; print p50 and p99."""
     from diffdefense.cli.info import environment
+    from diffdefense.runtime.backends import resolve_shards
     from diffdefense.shipped import SAMPLES_DIR
 
     defender = make_defender(bundle, dataset, preset, provider, threshold)
@@ -72,10 +73,13 @@ def bench_command(bundle, dataset, preset, provider, threshold, batch_sizes, rou
             }
         )
     env = environment()
+    backend = defender.backend
+    shards, _ = resolve_shards(backend.shards, backend.threads, backend.provider)  # parts per U-Net call
     report = {
         "provider": defender.unet.provider,
         "precision": defender.precision,
         "unet_graphs": defender.unet_graphs,
+        "shards": shards,
         "step_ops": defender.step_ops_name,
         "settings": defender.settings.to_dict(),
         "unet_evaluations_per_image": defender.settings.unet_evaluations,
@@ -88,7 +92,8 @@ def bench_command(bundle, dataset, preset, provider, threshold, batch_sizes, rou
         return
     s = defender.settings
     click.echo(
-        f"{report['provider']}, {defender.precision} U-Net graphs ({defender.unet_graphs}), steps by "
+        f"{report['provider']}, {defender.precision} U-Net graphs ({defender.unet_graphs}, each call in {shards} "
+        f"part{'s' if shards > 1 else ''}), steps by "
         f"{report['step_ops']}; R {s.num_candidates}, L {s.iterations}, "
         f"T* {s.num_steps} ({s.unet_evaluations} U-Net evaluations per image); {rounds} rounds"
     )
