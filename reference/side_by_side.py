@@ -46,8 +46,8 @@ BATCH_SIZES = (BATCH, 1)
 PRESET = "default"
 # float32 named: the mnist bundle's default precision on the CPU is int8, which has its own row
 FOLDED, GENERAL = dict(unet_graphs="folded", precision="float32"), dict(unet_graphs="general", precision="float32")
-WHOLE = BackendOptions(shards=1)  # each U-Net call in one session (the default cuts it in two, run at the same time)
-# one session per call whose threads sleep between operators (the default lets them spin within a call); sharded
+WHOLE = BackendOptions(shards=1)  # unsharded: each U-Net call whole (the default cuts it in two, run at the same time)
+# unsharded, its threads sleeping between operators (the default lets them spin within a call); sharded
 # sessions of one thread each have no thread to spin or sleep
 SLEEP = BackendOptions(shards=1, spin=False)
 NARROW = "unet_bn_small_t15"  # the narrow net trained on the defence's timesteps; unet_bn_small runs as fast
@@ -57,19 +57,19 @@ RUNTIME_VARIANTS = {
     "GroupNorm U-Net, folded timesteps": ("unet", FOLDED),
     "BatchNorm U-Net, general graph": ("unet_bn", GENERAL),
     "BatchNorm U-Net, folded timesteps": ("unet_bn", FOLDED),
-    "BatchNorm U-Net, folded timesteps, one session per call": ("unet_bn", dict(FOLDED, backend=WHOLE)),
+    "BatchNorm U-Net, folded timesteps, unsharded": ("unet_bn", dict(FOLDED, backend=WHOLE)),
     "BatchNorm U-Net, folded timesteps, int8": ("unet_bn", dict(FOLDED, precision="int8")),
-    "BatchNorm U-Net, folded timesteps, int8, one session per call": (
+    "BatchNorm U-Net, folded timesteps, int8, unsharded": (
         "unet_bn",
         dict(FOLDED, precision="int8", backend=WHOLE),
     ),
-    "BatchNorm U-Net, folded timesteps, one session per call, threads sleep between operators": (
+    "BatchNorm U-Net, folded timesteps, unsharded, threads sleep between operators": (
         "unet_bn",
         dict(FOLDED, backend=SLEEP),
     ),
     "narrow BatchNorm U-Net, folded timesteps": (NARROW, FOLDED),
-    "narrow BatchNorm U-Net, folded timesteps, one session per call": (NARROW, dict(FOLDED, backend=WHOLE)),
-    "narrow BatchNorm U-Net, folded timesteps, one session per call, threads sleep between operators": (
+    "narrow BatchNorm U-Net, folded timesteps, unsharded": (NARROW, dict(FOLDED, backend=WHOLE)),
+    "narrow BatchNorm U-Net, folded timesteps, unsharded, threads sleep between operators": (
         NARROW,
         dict(FOLDED, backend=SLEEP),
     ),
