@@ -5,7 +5,7 @@ default test run):
     python tools/speedup_table.py benchmarks/results/defense_cpu.json
 
 The contenders (reference/side_by_side.py): the lean runtime (onnxruntime CPU) on each shipped U-Net's graphs
-(general, folded timesteps, int8; each U-Net call in two parts at the same time, the default, or in one session), and
+(general, folded timesteps, int8; each U-Net call in two parts at the same time, the default, or unsharded), and
 the PyTorch reference with the same weights and settings, eager and under torch.compile (Inductor, freezing). Here
 they run one after another; `python tools/side_by_side.py` times the same contenders in turns, which a shared cloud
 CPU's drift cannot favour.

@@ -5,7 +5,7 @@ Each contender defends the same MNIST test images as one batch or one at a time 
   others exported on first use into .benchmarks/): the GroupNorm net, the shape the model had for training and the
   ablation's starting point; the BatchNorm net; the narrow BatchNorm net. Per net, the graphs a bundle carries (the
   general graph, the float32 graphs with the timestep folded in, their int8 versions), each U-Net call cut in two
-  parts run at the same time (the default on 2 or more cores) or in one session;
+  parts run at the same time (the default on 2 or more cores) or unsharded;
 - the PyTorch reference with the same weights and settings, eager and under torch.compile (Inductor, freezing).
 
 benchmarks/test_bench_defense.py times them one after another with pytest-benchmark. On a shared cloud CPU one
