@@ -196,13 +196,17 @@ def int8_gemm_session(n: int = 2048):
 
 
 def peak_records(rounds: int = 9, n: int = 2048) -> list[dict]:
-    """The float32 matrix-product rates of torch's and numpy's BLAS (all threads; speedup_table takes the faster) and
-    the int8 rate, best of rounds, as speedup_table reads them."""
+    """The int8 rate and the float32 matrix-product rates of torch's and numpy's BLAS (all threads; speedup_table
+    takes the faster), best of rounds, as speedup_table reads them. Each is timed alone, int8 first: BLAS threads
+    spin on after their call (OpenBLAS for about a tenth of a second) and halve the rate of whatever runs next."""
     a, b = (torch.randn(n, n, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1))
     a_np, b_np = a.numpy(), b.numpy()
     session, feed, library = int8_gemm_session(n)
-    products = {"torch": lambda: torch.mm(a, b), "numpy": lambda: a_np @ b_np, "int8": lambda: session.run(None, feed)}
-    rate = {name: 2 * n**3 / min(s) / 1e9 for name, s in time_in_turns(products, rounds).items()}
+    products = {"int8": lambda: session.run(None, feed), "torch": lambda: torch.mm(a, b), "numpy": lambda: a_np @ b_np}
+    rate = {}
+    for name, product in products.items():
+        time.sleep(0.5)  # the threads of what ran before are asleep
+        rate[name] = 2 * n**3 / min(time_in_turns({name: product}, rounds)[name]) / 1e9
     threads = torch.get_num_threads()
     float32 = [
         {"extra_info": {"backend": "sgemm float32", "library": lib, "gflops": rate[lib], "threads": threads}}
