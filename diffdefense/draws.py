@@ -27,6 +27,12 @@ class Draws:
         return self.noise[run if len(self.noise) > 1 else 0]
 
 
+# draw's numbers depend on (settings, batch, image shape) alone, so a camera's frame-by-frame calls would draw the
+# same ones every frame, a share of an int8 frame's time that shows in a profile: a call in one chunk that draws at
+# most this many numbers keeps them, read-only, for the next call with the same arguments
+REUSED_DRAW_NUMBERS = 1 << 20
+
+
 def draw(settings: DefenseSettings, batch: int, image_shape: tuple[int, ...] = IMAGE_SHAPE) -> Draws:
     """Seeded by settings.seed alone: the same seed and batch size give the same numbers (and refine's come after
     the others, so that it leaves them as they were). An image's latents depend on its index alone, but its noise
@@ -66,12 +72,6 @@ def draw_chunks(
             return iter([_reused_draw(settings, batch, tuple(image_shape))])
         return iter([draw(settings, batch, image_shape)])
     return _replayed_chunks(settings, bounds, image_shape)
-
-
-# draw's numbers depend on (settings, batch, image shape) alone, so a camera's frame-by-frame calls would draw the
-# same ones every frame (about 4 % of a frame's time with int8): a call in one chunk that draws at most this many
-# numbers keeps them, read-only, for the next call with the same arguments
-REUSED_DRAW_NUMBERS = 1 << 20
 
 
 @functools.lru_cache(maxsize=8)

@@ -70,8 +70,9 @@ def defender_options(command):
                 default=None,
                 expose_value=False,
                 callback=_remember,
-                help="The parts each U-Net call on the CPU cuts its batch into, run at the same time by sessions "
-                "of their own; every image's result is the same [default: 2 with 2 or more cores; 1: one session].",
+                help="The parts each U-Net call on the CPU cuts its batch into, run at the same time by graph "
+                "instances of their own; every image's result is the same [default: 2 with 2 or more cores; 1: "
+                "unsharded].",
             ),
             click.option(
                 "--unet-graphs",
