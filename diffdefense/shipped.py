@@ -26,7 +26,14 @@ WEIGHTS_ENV_VAR = "DIFFDEFENSE_WEIGHTS"
 # BatchNorm net (folded into its convolutions at export), a narrower BatchNorm net, 8-16-32 channels wide, and that
 # net fine-tuned on the timesteps the defence uses (t < 15), which cannot sample from noise, and that net distilled
 # from the wide BatchNorm net on the same timesteps.
-UNET_NAMES = ("unet", "unet_bn", "unet_bn_small", "unet_bn_small_t15", "unet_bn_small_distilled")
+UNET_NAMES = (
+    "unet",
+    "unet_bn",
+    "unet_bn_small",
+    "unet_bn_small_t15",
+    "unet_bn_small_distilled",
+    "unet_bn_relu",
+)
 
 
 class ChecksumError(ValueError):

@@ -3,9 +3,9 @@
 Each contender defends the same MNIST test images as one batch or one at a time (frame by frame):
 - the lean runtime (onnxruntime CPU) on a bundle of each shipped U-Net (the shipped bundle for its own net, the
   others exported on first use into .benchmarks/): the GroupNorm net, the shape the model had for training and the
-  ablation's starting point; the BatchNorm net; the narrow BatchNorm net. Per net, the graphs a bundle carries (the
-  general graph, the float32 graphs with the timestep folded in, their int8 versions), each U-Net call cut in two
-  parts run at the same time (the default on 2 or more cores) or unsharded;
+  ablation's starting point; the BatchNorm net, with SiLU and with ReLU; the narrow BatchNorm net. Per net, the
+  graphs a bundle carries (the general graph, the float32 graphs with the timestep folded in, their int8 versions),
+  each U-Net call cut in two parts run at the same time (the default on 2 or more cores) or unsharded;
 - the PyTorch reference with the same weights and settings, eager and under torch.compile (Inductor, freezing).
 
 benchmarks/test_bench_defense.py times them one after another with pytest-benchmark. On a shared cloud CPU one
@@ -51,6 +51,7 @@ WHOLE = BackendOptions(shards=1)  # unsharded: each U-Net call whole (the defaul
 # sessions of one thread each have no thread to spin or sleep
 SLEEP = BackendOptions(shards=1, spin=False)
 NARROW = "unet_bn_small_t15"  # the narrow net trained on the defence's timesteps; unet_bn_small runs as fast
+RELU = "unet_bn_relu"  # the BatchNorm net with ReLU in place of SiLU, which int8 fuses into the convolutions
 # runtime variant -> (the U-Net its bundle carries, Defender options)
 RUNTIME_VARIANTS = {
     "GroupNorm U-Net, general graph": ("unet", GENERAL),
@@ -67,6 +68,12 @@ RUNTIME_VARIANTS = {
         "unet_bn",
         dict(FOLDED, backend=SLEEP),
     ),
+    "BatchNorm U-Net with ReLU, folded timesteps": (RELU, FOLDED),
+    "BatchNorm U-Net with ReLU, folded timesteps, int8": (RELU, dict(FOLDED, precision="int8")),
+    "BatchNorm U-Net with ReLU, folded timesteps, int8, unsharded": (
+        RELU,
+        dict(FOLDED, precision="int8", backend=WHOLE),
+    ),
     "narrow BatchNorm U-Net, folded timesteps": (NARROW, FOLDED),
     "narrow BatchNorm U-Net, folded timesteps, unsharded": (NARROW, dict(FOLDED, backend=WHOLE)),
     "narrow BatchNorm U-Net, folded timesteps, unsharded, threads sleep between operators": (
@@ -79,6 +86,8 @@ REFERENCE_VARIANTS = {
     "GroupNorm U-Net, eager": ("unet", False),
     "BatchNorm U-Net, eager": ("unet_bn", False),
     "BatchNorm U-Net, torch.compile": ("unet_bn", True),
+    "BatchNorm U-Net with ReLU, eager": (RELU, False),
+    "BatchNorm U-Net with ReLU, torch.compile": (RELU, True),
     "narrow BatchNorm U-Net, eager": (NARROW, False),
     "narrow BatchNorm U-Net, torch.compile": (NARROW, True),
 }

@@ -9,10 +9,10 @@ from diffdefense.training.models import FixedTimestepUNet, UNet, fold_batchnorm
 from diffdefense.training.train_ddpm import recalibrate_batchnorm
 
 
-def trained_looking(norm: str) -> UNet:
+def trained_looking(norm: str, activation: str = "silu") -> UNet:
     """A U-Net whose BatchNorms have non-trivial statistics and affine parameters, as after training."""
     torch.manual_seed(0)
-    model = UNet((8, 16, 16), norm=norm)
+    model = UNet((8, 16, 16), norm=norm, activation=activation)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.normal_()
@@ -27,8 +27,23 @@ def test_an_unknown_normalisation_is_refused_by_name():
         UNet(norm="layer")
 
 
-def test_folding_batchnorm_leaves_no_norm_and_the_same_function():
-    model = trained_looking("batch")
+def test_an_unknown_activation_is_refused_by_name():
+    with pytest.raises(ValueError, match="Expected activation 'silu' or 'relu', but got 'gelu'"):
+        UNet(norm="batch", activation="gelu")
+
+
+def test_the_activation_is_the_only_difference_between_a_silu_and_a_relu_net():
+    silu, relu = trained_looking("batch"), trained_looking("batch", "relu")
+    relu.load_state_dict(silu.state_dict())  # no weights of their own: a SiLU net's weights start a ReLU one
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 14])
+    with torch.no_grad():
+        assert (silu(x, t) - relu(x, t)).abs().max() > 1e-3
+        assert torch.equal(relu(x, t), relu.denoise(x, relu.time_embedding(t)))
+
+
+@pytest.mark.parametrize("activation", ["silu", "relu"])
+def test_folding_batchnorm_leaves_no_norm_and_the_same_function(activation):
+    model = trained_looking("batch", activation)
     folded = fold_batchnorm(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     x, t = torch.randn(4, 1, 28, 28) * 3, torch.tensor([0, 7, 14, 99])
@@ -37,10 +52,10 @@ def test_folding_batchnorm_leaves_no_norm_and_the_same_function():
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is left as it was
 
 
-@pytest.mark.parametrize("norm", ["group", "batch"])
+@pytest.mark.parametrize(("norm", "activation"), [("group", "silu"), ("batch", "silu"), ("batch", "relu")])
 @pytest.mark.parametrize("timestep", [0, 14])
-def test_a_fixed_timestep_net_equals_the_net_at_that_timestep(norm, timestep):
-    model = trained_looking(norm)
+def test_a_fixed_timestep_net_equals_the_net_at_that_timestep(norm, activation, timestep):
+    model = trained_looking(norm, activation)
     fixed = FixedTimestepUNet(model, timestep)
     assert fixed.unet.time_mlp is None  # nothing about time is left to compute
     x = torch.randn(5, 1, 28, 28) * 20  # latents reach |x| of about 20 in the defence

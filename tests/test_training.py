@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 import diffdefense.training.train_classifier as classifier_module
 import diffdefense.training.train_ddpm as ddpm_module
 from diffdefense import shipped
+from diffdefense.training.loading import load_unet
 from diffdefense.training.train_classifier import ClassifierConfig, train_classifier
 from diffdefense.training.train_ddpm import DDPMConfig, train_ddpm
 
@@ -123,3 +124,16 @@ def test_ddpm_distils_from_a_shipped_net_starting_from_shipped_weights(tiny_data
     both = DDPMConfig(epochs=1, init_from=str(tmp_path / "teacher"), init_from_shipped="unet_bn_small")
     with pytest.raises(ValueError, match="not both"):
         train_ddpm(both, tmp_path / "both", tiny_data_root, do_ship=False)
+
+
+def test_a_silu_net_fine_tuned_into_a_relu_net_ships_and_loads_as_one(tiny_data_root, tmp_path, monkeypatch):
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", weights_dir)
+    small = {"channels": (8, 8, 8), "norm": "batch", "batch_size": 32, "warmup_steps": 2}
+    train_ddpm(DDPMConfig(epochs=1, seed=1, **small), tmp_path / "silu", tiny_data_root, ship_as="unet_bn_small")
+    relu = DDPMConfig(epochs=1, seed=2, activation="relu", init_from_shipped="unet_bn_small", **small)
+    record = train_ddpm(relu, tmp_path / "relu", tiny_data_root, ship_as="unet_bn_relu")
+    assert record["config"]["activation"] == "relu"
+    net, _ = load_unet("mnist", name="unet_bn_relu")
+    assert net.activation == "relu" and load_unet("mnist", name="unet_bn_small")[0].activation == "silu"

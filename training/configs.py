@@ -30,6 +30,7 @@ class DDPMConfig:
     beta_end: float = 0.2
     channels: tuple[int, int, int] = (16, 32, 64)
     norm: str = "group"  # 'group' ships as 'unet'; 'batch' (folded into the convolutions at export) as 'unet_bn'
+    activation: str = "silu"  # 'relu': int8 fuses it into the convolution before it ('unet_bn_relu')
     seed: int = 0
     extra_train: str | None = None  # a data folder whose training split is added (data.load_training_set)
     init_from: str | None = None  # a finished run folder whose weights (and EMA) this run starts from

@@ -33,7 +33,7 @@ def load_classifier(dataset: str, arch: str = "model_a", weights_dir: Path | Non
     return model.eval()
 
 
-UNETS = shipped.UNET_NAMES  # the GroupNorm net, the deployment-shaped BatchNorm net, two narrow ones
+UNETS = shipped.UNET_NAMES  # the GroupNorm net, the deployment-shaped BatchNorm nets (SiLU, ReLU), narrow ones
 
 
 def load_unet(dataset: str, weights_dir: Path | None = None, name: str = "unet") -> tuple[UNet, NoiseSchedule]:
@@ -44,7 +44,11 @@ def load_unet(dataset: str, weights_dir: Path | None = None, name: str = "unet")
     if name not in UNETS:
         raise ValueError(f"Expected a U-Net in {list(UNETS)}, but got {name!r}.")
     state, metadata = _verified(dataset, name, weights_dir)
-    model = UNet(tuple(json.loads(metadata["channels"])), norm=metadata.get("norm", "group"))
+    model = UNet(
+        tuple(json.loads(metadata["channels"])),
+        norm=metadata.get("norm", "group"),
+        activation=metadata.get("activation", "silu"),  # weights from before the choice of activation: SiLU
+    )
     model.load_state_dict(state)
     spec = json.loads(metadata["schedule"])
     schedule = NoiseSchedule.linear(spec["num_steps"], spec["beta_start"], spec["beta_end"])

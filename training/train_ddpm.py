@@ -77,6 +77,7 @@ def unet_metadata(config: DDPMConfig) -> dict[str, str]:
         "dataset": config.dataset,
         "channels": json.dumps(list(config.channels)),
         "norm": config.norm,
+        "activation": config.activation,
         "schedule": json.dumps(
             {
                 "kind": "linear",
@@ -131,7 +132,8 @@ def _initialise_from_shipped(config: DDPMConfig, model: torch.nn.Module, ema: to
 
 def _check_same_net(config: DDPMConfig, net: UNet, schedule: NoiseSchedule, name: str, same_shape: bool) -> None:
     """A shipped net this run builds on: the same noise schedule, trained on the timesteps this run trains, and
-    (to start from it) the same widths and normalisation."""
+    (to start from it) the same widths and normalisation; the activation may differ (a SiLU net fine-tuned into a ReLU
+    one: the activations have no weights)."""
     expected = NoiseSchedule.linear(config.num_steps, config.beta_start, config.beta_end)
     if not np.array_equal(schedule.betas, expected.betas):
         raise ValueError(f"Expected the shipped {name} to have this run's noise schedule, but it has another.")
@@ -167,7 +169,7 @@ def train_ddpm(
     train_set = load_training_set(config.dataset, data_root, config.extra_train)
     train_x = to_model_range(train_set.as_tensors()[0])
     schedule = NoiseSchedule.linear(config.num_steps, config.beta_start, config.beta_end)
-    model = UNet(config.channels, norm=config.norm)
+    model = UNet(config.channels, norm=config.norm, activation=config.activation)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     total_steps = config.epochs * -(-len(train_x) // config.batch_size)
@@ -193,6 +195,7 @@ def train_ddpm(
         saved.setdefault("max_timestep", None)  # runs from before the choice of timesteps
         saved.setdefault("init_from_shipped", None)  # runs from before distillation
         saved.setdefault("distill_from", None)
+        saved.setdefault("activation", "silu")  # runs from before the choice of activation
         check_same_config(out_dir, saved, asdict(config))
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])

@@ -82,6 +82,14 @@ def train_classifier_command(out, data_root, ship, **settings) -> None:
     "(shipped as 'unet_bn', the deployment shape).",
 )
 @click.option(
+    "--activation",
+    type=click.Choice(["silu", "relu"]),
+    default=DDPM.activation,
+    show_default=True,
+    help="The blocks' activation; int8 graphs fuse a ReLU into the convolution before it (shipped as "
+    "'unet_bn_relu' with --norm batch).",
+)
+@click.option(
     "--init-from",
     type=click.Path(file_okay=False, exists=True),
     default=None,
@@ -91,7 +99,8 @@ def train_classifier_command(out, data_root, ship, **settings) -> None:
     "--init-from-shipped",
     type=click.Choice(UNET_NAMES),
     default=None,
-    help="Start from this shipped U-Net's weights (same widths and normalisation; a new learning-rate schedule).",
+    help="Start from this shipped U-Net's weights (same widths and normalisation; a new learning-rate schedule). "
+    "The activation may differ: a SiLU net fine-tuned into a ReLU one.",
 )
 @click.option(
     "--distill-from",

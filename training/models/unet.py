@@ -13,11 +13,15 @@ Two normalisations, one skeleton:
   a convolution (conv -> BN -> SiLU, conv -> BN, + skip), so after training it folds into that
   convolution's weights and bias (``fold_batchnorm``) and the exported graph holds convolutions,
   SiLU, adds, upsampling and concatenations only.
+
+The activation is SiLU, or ReLU (``activation="relu"``, the shipped ``unet_bn_relu``): in an int8 graph onnxruntime
+fuses a ReLU into the convolution before it, while a SiLU stays a separate Sigmoid and Mul on every activation.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import torch
@@ -34,6 +38,10 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
+# The blocks' activation (the time MLP keeps SiLU: a deployment graph folds it away with the timestep).
+ACTIVATIONS = {"silu": F.silu, "relu": F.relu}
+
+
 def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(8, channels // 4), channels)
 
@@ -41,8 +49,9 @@ def _norm(channels: int) -> nn.GroupNorm:
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv, + time, GroupNorm -> SiLU -> conv, + skip (pre-activation)."""
 
-    def __init__(self, in_ch: int, out_ch: int, time_dim: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, time_dim: int, activation: str = "silu") -> None:
         super().__init__()
+        self.act = ACTIVATIONS[activation]
         self.norm1 = _norm(in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.time_proj = nn.Linear(time_dim, out_ch)
@@ -51,10 +60,10 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(self.act(self.norm1(x)))
         if temb is not None:  # None: folded into conv1's bias (fold_timestep)
             h = h + self.time_proj(temb)[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(self.act(self.norm2(h)))
         return self.skip(x) + h
 
 
@@ -65,8 +74,9 @@ class FoldableResBlock(nn.Module):
     keeps the unnormalised residual stream of a fresh network at the size of its input.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, time_dim: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, time_dim: int, activation: str = "silu") -> None:
         super().__init__()
+        self.act = ACTIVATIONS[activation]
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
         self.norm1 = nn.BatchNorm2d(out_ch)
         self.time_proj = nn.Linear(time_dim, out_ch)
@@ -79,7 +89,7 @@ class FoldableResBlock(nn.Module):
         h = self.norm1(self.conv1(x))
         if temb is not None:  # None: folded into conv1's bias (fold_timestep, after fold_batchnorm)
             h = h + self.time_proj(temb)[:, :, None, None]
-        return self.skip(x) + self.norm2(self.conv2(F.silu(h)))
+        return self.skip(x) + self.norm2(self.conv2(self.act(h)))
 
 
 NORMS = {"group": ResBlock, "batch": FoldableResBlock}
@@ -106,17 +116,27 @@ class UNet(nn.Module):
     """eps_theta(x_t, t): x_t (N, 1, 28, 28) in the model's [-1, 1] scale, t (N,) int64 in [0, T).
 
     norm: 'group' (pre-activation GroupNorm blocks) or 'batch' (BatchNorm after each convolution, folded into it
-    for inference by fold_batchnorm).
+    for inference by fold_batchnorm). activation: 'silu' or 'relu', in the blocks and before the output convolution.
     """
 
-    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), time_dim: int = 128, norm: str = "group") -> None:
+    def __init__(
+        self,
+        channels: tuple[int, int, int] = (16, 32, 64),
+        time_dim: int = 128,
+        norm: str = "group",
+        activation: str = "silu",
+    ) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"Expected norm {' or '.join(map(repr, NORMS))}, but got {norm!r}.")
-        ResBlock = NORMS[norm]  # noqa: N806 (a class, named as one)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Expected activation {' or '.join(map(repr, ACTIVATIONS))}, but got {activation!r}.")
+        ResBlock = functools.partial(NORMS[norm], activation=activation)  # noqa: N806 (a class, named as one)
         c1, c2, c3 = channels
         self.channels = channels
         self.norm = norm
+        self.activation = activation
+        self.act = ACTIVATIONS[activation]
         self.embed_dim = time_dim // 2
         self.time_mlp = nn.Sequential(nn.Linear(self.embed_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
         self.conv_in = nn.Conv2d(1, c1, 3, padding=1)
@@ -152,7 +172,7 @@ class UNet(nn.Module):
         h = self.mid2(self.mid1(self.down2(h2), temb), temb)
         h = self.dec2(torch.cat([upsampled(self.up2, h), h2], dim=1), temb)
         h = self.dec1(torch.cat([upsampled(self.up1, h), h1], dim=1), temb)
-        eps = self.conv_out(F.silu(self.norm_out(h)))
+        eps = self.conv_out(self.act(self.norm_out(h)))
         return eps if self.eps_bound is None else eps.clamp(-self.eps_bound, self.eps_bound)
 
 
