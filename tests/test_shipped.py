@@ -10,9 +10,11 @@ from diffdefense import shipped
 
 DATASETS = ("mnist", "kmnist")
 MODELS = ("model_a", "model_b", "unet")
-# MNIST's BatchNorm U-Nets (wide; narrow; narrow on t < 15, behind mnist-fast; that one distilled from the wide one)
-# and the Defense-GAN WGAN generator
-EXTRA_MODELS = {"mnist": ("unet_bn", "unet_bn_small", "unet_bn_small_t15", "unet_bn_small_distilled", "generator")}
+# MNIST's BatchNorm U-Nets (wide; wide with ReLU; narrow; narrow on t < 15, behind mnist-fast; that one distilled
+# from the wide one) and the Defense-GAN WGAN generator
+EXTRA_MODELS = {
+    "mnist": ("unet_bn", "unet_bn_relu", "unet_bn_small", "unet_bn_small_t15", "unet_bn_small_distilled", "generator")
+}
 EXPECTED = {
     f"{d}/{m}.{ext}" for d in DATASETS for m in (*MODELS, *EXTRA_MODELS.get(d, ())) for ext in ("safetensors", "json")
 }
