@@ -67,10 +67,16 @@ def source_checksums(dataset: str, unet_name: str = "unet") -> dict[str, str]:
     return {name: files[f"{dataset}/{name}.safetensors"]["sha256"] for name in (unet_name, "model_a")}
 
 
+# The deployment-shaped U-Nets in the order a bundle prefers them: with ReLU (which int8 fuses into the convolutions),
+# then with SiLU.
+DEPLOYMENT_UNETS = ("unet_bn_relu", "unet_bn")
+
+
 def default_unet(dataset: str) -> str:
-    """The deployment-shaped U-Net ('unet_bn') where one is shipped for the data set, else the GroupNorm 'unet'. The
+    """The first deployment-shaped U-Net of DEPLOYMENT_UNETS shipped for the data set, else the GroupNorm 'unet'. The
     narrow nets, less accurate, are exported only when asked for (the mnist-fast bundle: --unet unet_bn_small_t15)."""
-    return "unet_bn" if f"{dataset}/unet_bn.safetensors" in shipped.read_manifest()["files"] else "unet"
+    files = shipped.read_manifest()["files"]
+    return next((name for name in DEPLOYMENT_UNETS if f"{dataset}/{name}.safetensors" in files), "unet")
 
 
 def calibrate_threshold(
