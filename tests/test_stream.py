@@ -281,12 +281,30 @@ def test_the_stream_command_reports_json_and_truth(video, tmp_path):
     assert summary["truth"]["clean"]["frames"] == 3 and out.is_file()
 
 
+def test_fresh_only_passes_over_a_frame_captured_while_the_defence_was_busy(video, defender):
+    with FrameReader(str(video)) as reader:  # any frame of the video will do
+        frame = next(iter(reader))[1]
+
+    def camera():
+        """Frame 0 and frame 1 captured together; frame 2 captured when the loop asks for it, after frame 0's answer."""
+        first = time.perf_counter()
+        yield 0, frame, first
+        yield 1, frame, first  # captured while frame 0 was defended
+        yield 2, frame, time.perf_counter()
+
+    fresh = list(defend_stream(defender, camera(), STEPS, fresh_only=True))
+    assert [r.index for r in fresh] == [0, 2] and [r.skipped for r in fresh] == [0, 1]
+    every = list(defend_stream(defender, camera(), STEPS))
+    assert [r.index for r in every] == [0, 1, 2] and [r.skipped for r in every] == [0, 0, 0]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["/no/such.mkv"], "Expected a video file"),
         (["{video}", "--roi", "1,2,3"], "x,y,width,height"),
         (["{video}", "--roi", "60,60,28,28"], "inside the frame"),
+        (["{video}", "--roi", "4,4,56,56", "--fresh-only"], "needs a reader that drops them"),
     ],
 )
 def test_the_stream_command_fails_with_a_message_and_exit_code(video, args, message):

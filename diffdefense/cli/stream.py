@@ -43,6 +43,12 @@ from diffdefense.cli.frame_options import make_preprocessor, preprocessing_optio
     "--realtime", is_flag=True, help="Read a file at its frame rate, as a camera delivers frames (and drop stale ones)."
 )
 @click.option(
+    "--fresh-only",
+    is_flag=True,
+    help="With dropping: pass over a frame captured while the defence was busy and answer the next one, so that "
+    "each answer comes one processing time after its capture, at the cost of frames (docs/streaming.md).",
+)
+@click.option(
     "--read-timeout", type=float, default=5.0, show_default=True, help="Seconds before a stalled source fails."
 )
 @click.option("--out-video", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Annotated copy.")
@@ -61,8 +67,8 @@ from diffdefense.cli.frame_options import make_preprocessor, preprocessing_optio
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def stream_command(
     source, bundle, dataset, preset, provider, threshold, roi, invert, value_range, channel_order, warm_start,
-    warm_iterations, max_frames, queue_size, drop_oldest, realtime, read_timeout, out_video, truth, calibrate, quiet,
-    as_json,
+    warm_iterations, max_frames, queue_size, drop_oldest, realtime, fresh_only, read_timeout, out_video, truth,
+    calibrate, quiet, as_json,
 ) -> None:  # fmt: skip
     """Defend SOURCE (a video file, a camera index such as 0, or a GStreamer pipeline ending in appsink) frame by
     frame; print each frame's answer and a summary: frames per second, the defence's time and each frame's latency
@@ -88,13 +94,20 @@ def stream_command(
     preprocessor = make_preprocessor(roi, invert, value_range, channel_order, defender.image_shape[1:])
     warm = WarmStart(iterations=warm_iterations) if warm_start else None
     results = FrameLog()  # not the FrameResults: they hold every frame
+    skipped = 0
     try:
         with FrameReader(source, queue_size, drop_oldest, read_timeout, realtime) as reader:
+            if fresh_only and not reader.drop_oldest:
+                raise click.UsageError(
+                    "--fresh-only passes over frames captured while the defence was busy, which needs a reader that "
+                    "drops them: a camera or pipeline, or a file with --realtime, but this one keeps every frame."
+                )
             writer = AnnotatedVideoWriter(out_video, reader.fps or 30.0, roi) if out_video else None
             start = time.perf_counter()
             try:
-                for result in defend_stream(defender, reader, preprocessor, warm, max_frames):
+                for result in defend_stream(defender, reader, preprocessor, warm, max_frames, fresh_only):
                     results.append(result)
+                    skipped += result.skipped
                     if writer:
                         writer.write(result)
                     if not quiet and not as_json:
@@ -107,13 +120,15 @@ def stream_command(
                 if writer:
                     writer.close()
             wall = time.perf_counter() - start
-            dropped, mode, paced = reader.dropped, "drop-oldest" if reader.drop_oldest else "every-frame", reader.pace
+            mode = "every-frame" if not reader.drop_oldest else "fresh-only" if fresh_only else "drop-oldest"
+            dropped, paced = reader.dropped, reader.pace
     except StreamError as err:
         raise click.ClickException(str(err)) from err
     summary = summarize(results, wall, dropped, truth_data)
     summary.update(
         source=str(source),
         mode=mode,
+        skipped_while_busy=skipped,
         paced=paced,
         provider=defender.unet.provider,
         precision=defender.precision,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from diffdefense.runtime.stream.warm_start import WarmStart
 class FrameResult:
     """One frame's answer. timings in seconds: 'wait' (for the frame), 'preprocess', 'defense', 'classify', 'total'
     (the three together), and 'latency' from the frame's capture (as the reader stamps it) to its answer, any wait
-    in the queue included. warm: started from the previous frame."""
+    in the queue included. warm: started from the previous frame. skipped: the frames passed over just before this
+    one because they were captured while the defence was busy (defend_stream's fresh_only)."""
 
     index: int
     frame: np.ndarray
@@ -30,6 +32,7 @@ class FrameResult:
     reconstruction: np.ndarray
     timings: dict[str, float]
     warm: bool
+    skipped: int = 0
 
 
 def defend_stream(
@@ -38,12 +41,23 @@ def defend_stream(
     preprocessor: FramePreprocessor | None = None,
     warm_start: WarmStart | None = None,
     max_frames: int | None = None,
+    fresh_only: bool = False,
 ) -> Iterator[FrameResult]:
-    """Defend each frame the reader gives, one at a time, in order."""
+    """Defend each frame the reader gives, one at a time, in order.
+
+    fresh_only: pass over a frame captured while the previous one was being defended, and answer the next one
+    captured after. With a dropping reader the frame waiting when the defence becomes free has waited up to a whole
+    defence, and that wait adds to its latency; passed over, every answer comes one processing time after its
+    capture, at the cost of frames (every other one when the defence takes longer than a frame interval)."""
     waited_since = time.perf_counter()
-    for count, (index, frame, captured) in enumerate(reader):
+    free_since, skipped, count = -math.inf, 0, 0
+    for index, frame, captured in reader:
         if max_frames is not None and count >= max_frames:
             return
+        if fresh_only and captured < free_since:
+            skipped += 1
+            continue
+        count += 1
         wait = time.perf_counter() - waited_since
         arguments = warm_start.arguments() if warm_start else {}
         result = defend_frames(defender, frame, preprocessor, **arguments)
@@ -63,5 +77,7 @@ def defend_stream(
             reconstruction=result.reconstructions[0, 0],
             timings={"wait": wait, **result.timings, "latency": done - captured},
             warm=bool(arguments),
+            skipped=skipped,
         )
-        waited_since = time.perf_counter()
+        waited_since = free_since = time.perf_counter()
+        skipped = 0
