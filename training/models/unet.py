@@ -47,7 +47,7 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv, + time, GroupNorm -> SiLU -> conv, + skip (pre-activation)."""
+    """GroupNorm -> act -> conv, + time, GroupNorm -> act -> conv, + skip (pre-activation); act SiLU or ReLU."""
 
     def __init__(self, in_ch: int, out_ch: int, time_dim: int, activation: str = "silu") -> None:
         super().__init__()
@@ -68,7 +68,7 @@ class ResBlock(nn.Module):
 
 
 class FoldableResBlock(nn.Module):
-    """conv -> BN -> SiLU, + time, conv -> BN, + skip: each BatchNorm follows a convolution and folds into it.
+    """conv -> BN -> SiLU or ReLU, + time, conv -> BN, + skip: each BatchNorm follows a convolution and folds into it.
 
     The second BatchNorm starts at zero scale, so each block starts as its skip path (Goyal et al. 2017), which
     keeps the unnormalised residual stream of a fresh network at the size of its input.
