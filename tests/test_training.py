@@ -102,14 +102,23 @@ def test_distillation_loss_is_zero_against_itself_and_positive_against_another_n
     assert distillation_loss(student, other, schedule, x0, generator, max_timestep=15).item() > 1e-4
 
 
-def test_ddpm_distils_from_a_shipped_net_starting_from_shipped_weights(tiny_data_root, tmp_path, monkeypatch):
+NARROW = {"channels": (8, 8, 8), "norm": "batch", "batch_size": 32, "warmup_steps": 2}
+
+
+@pytest.fixture
+def shipped_narrow_net(tiny_data_root, tmp_path, monkeypatch):
+    """A narrow BatchNorm SiLU net trained for one epoch and shipped as 'unet_bn_small' into a weights folder of
+    its own; the run folder."""
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", weights_dir)
-    narrow = {"channels": (8, 8, 8), "norm": "batch", "batch_size": 32, "warmup_steps": 2}
-    train_ddpm(DDPMConfig(epochs=1, seed=1, **narrow), tmp_path / "teacher", tiny_data_root, ship_as="unet_bn_small")
+    train_ddpm(DDPMConfig(epochs=1, seed=1, **NARROW), tmp_path / "teacher", tiny_data_root, ship_as="unet_bn_small")
+    return tmp_path / "teacher"
+
+
+def test_ddpm_distils_from_a_shipped_net_starting_from_shipped_weights(tiny_data_root, tmp_path, shipped_narrow_net):
     student = DDPMConfig(
-        epochs=1, seed=2, max_timestep=15, init_from_shipped="unet_bn_small", distill_from="unet_bn_small", **narrow
+        epochs=1, seed=2, max_timestep=15, init_from_shipped="unet_bn_small", distill_from="unet_bn_small", **NARROW
     )
     record = train_ddpm(student, tmp_path / "student", tiny_data_root, ship_as="unet_bn_small_distilled")
     assert record["distilled_from"] == "unet_bn_small"
@@ -121,18 +130,13 @@ def test_ddpm_distils_from_a_shipped_net_starting_from_shipped_weights(tiny_data
     wider = DDPMConfig(epochs=1, channels=(8, 16, 16), norm="batch", init_from_shipped="unet_bn_small")
     with pytest.raises(ValueError, match=r"channels \(8, 16, 16\) and norm 'batch', but it has \(8, 8, 8\)"):
         train_ddpm(wider, tmp_path / "wider", tiny_data_root, do_ship=False)
-    both = DDPMConfig(epochs=1, init_from=str(tmp_path / "teacher"), init_from_shipped="unet_bn_small")
+    both = DDPMConfig(epochs=1, init_from=str(shipped_narrow_net), init_from_shipped="unet_bn_small")
     with pytest.raises(ValueError, match="not both"):
         train_ddpm(both, tmp_path / "both", tiny_data_root, do_ship=False)
 
 
-def test_a_silu_net_fine_tuned_into_a_relu_net_ships_and_loads_as_one(tiny_data_root, tmp_path, monkeypatch):
-    weights_dir = tmp_path / "weights"
-    weights_dir.mkdir()
-    monkeypatch.setattr(shipped, "WEIGHTS_DIR", weights_dir)
-    small = {"channels": (8, 8, 8), "norm": "batch", "batch_size": 32, "warmup_steps": 2}
-    train_ddpm(DDPMConfig(epochs=1, seed=1, **small), tmp_path / "silu", tiny_data_root, ship_as="unet_bn_small")
-    relu = DDPMConfig(epochs=1, seed=2, activation="relu", init_from_shipped="unet_bn_small", **small)
+def test_a_silu_net_fine_tuned_into_a_relu_net_ships_and_loads_as_one(tiny_data_root, tmp_path, shipped_narrow_net):
+    relu = DDPMConfig(epochs=1, seed=2, activation="relu", init_from_shipped="unet_bn_small", **NARROW)
     record = train_ddpm(relu, tmp_path / "relu", tiny_data_root, ship_as="unet_bn_relu")
     assert record["config"]["activation"] == "relu"
     net, _ = load_unet("mnist", name="unet_bn_relu")
