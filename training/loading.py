@@ -39,8 +39,9 @@ UNETS = shipped.UNET_NAMES  # the GroupNorm net, the deployment-shaped BatchNorm
 def load_unet(dataset: str, weights_dir: Path | None = None, name: str = "unet") -> tuple[UNet, NoiseSchedule]:
     """A shipped DDPM noise predictor (EMA weights) in eval mode, and the schedule it was trained on.
 
-    name: 'unet' (GroupNorm), 'unet_bn' (BatchNorm, folded into the convolutions at export), 'unet_bn_small' (the
-    same, 8-16-32 channels wide) or 'unet_bn_small_t15' (that net trained on t < 15 only)."""
+    name: 'unet' (GroupNorm), 'unet_bn' (BatchNorm, folded into the convolutions at export), 'unet_bn_relu' (the
+    same with ReLU), 'unet_bn_small' (8-16-32 channels wide), 'unet_bn_small_t15' (that net trained on t < 15 only)
+    or 'unet_bn_small_distilled' (that one distilled from 'unet_bn')."""
     if name not in UNETS:
         raise ValueError(f"Expected a U-Net in {list(UNETS)}, but got {name!r}.")
     state, metadata = _verified(dataset, name, weights_dir)
