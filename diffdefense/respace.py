@@ -16,10 +16,14 @@ Song et al. 2021, "Denoising Diffusion Implicit Models", arXiv 2010.02502, formu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from diffdefense.schedule import NoiseSchedule
+
+if TYPE_CHECKING:
+    from diffdefense.settings import DefenseSettings
 
 
 def respaced_timesteps(start_step: int, num_steps: int) -> np.ndarray:
@@ -31,6 +35,15 @@ def respaced_timesteps(start_step: int, num_steps: int) -> np.ndarray:
     if num_steps == 1:
         return np.array([start_step])
     return np.round(np.linspace(0, start_step, num_steps)).astype(np.int64)
+
+
+def settings_timesteps(settings: DefenseSettings) -> list[int]:
+    """Every trained index the settings call the U-Net at, largest first: the chain's and, with the refining pass,
+    the pass's (respaced from its own start)."""
+    used = set(respaced_timesteps(settings.start_step, settings.num_steps).tolist())
+    if settings.refine:
+        used |= set(respaced_timesteps(settings.refine_start, settings.num_steps).tolist())
+    return sorted((int(t) for t in used), reverse=True)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,10 @@ class DefenseSettings:
         mapped by 'clip' (the U-Net's own scale): T* more U-Net image evaluations per input. The official
         optimiser's reconstructions are 0/1 images; this pass gives back the soft strokes the classifier was trained
         on and smooths the isolated pixels an attack flipped. The detection score stays the chosen candidate's fit.
+    refine_start_step: the trained index the refining pass starts at; None: the chain's start_step. A higher level
+        drowns more of what an attack left in the chosen image (DiffPure's argument: the added noise must outweigh
+        the perturbation) while the candidates still fit the input at the chain's lower level. Its T* steps are
+        respaced over [0, refine_start_step] as the chain's are over [0, start_step].
     seed: seeds the latents, the step noise and the refining pass's noise.
     """
 
@@ -59,18 +63,21 @@ class DefenseSettings:
     fresh_noise: bool = False
     latent_init: LatentInit = "noise"
     refine: bool = False
+    refine_start_step: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         """Every field checked and normalised (ints to int, numbers to float, adam_betas to a tuple), so that a
         settings object holds plain, JSON-ready values; anything else is a ValueError that says what came."""
         for name, (least, most) in _INTEGERS.items():
-            object.__setattr__(self, name, _integer(name, getattr(self, name), least, most))
-        if self.num_steps > self.start_step + 1:
-            raise ValueError(
-                f"Expected num_steps <= start_step + 1 (distinct trained indices), but got num_steps="
-                f"{self.num_steps} with start_step={self.start_step}."
-            )
+            if not (name in _OPTIONAL and getattr(self, name) is None):
+                object.__setattr__(self, name, _integer(name, getattr(self, name), least, most, name in _OPTIONAL))
+        for name in ("start_step", "refine_start_step"):
+            if getattr(self, name) is not None and self.num_steps > getattr(self, name) + 1:
+                raise ValueError(
+                    f"Expected num_steps <= {name} + 1 (distinct trained indices), but got num_steps="
+                    f"{self.num_steps} with {name}={getattr(self, name)}."
+                )
         for name, (what, ok) in _REALS.items():
             value = getattr(self, name)
             if not (name == "first_lr" and value is None):
@@ -83,6 +90,17 @@ class DefenseSettings:
         for name in ("fresh_noise", "refine"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Expected {name} to be True or False, but got {_shown(getattr(self, name))}.")
+
+    @property
+    def refine_start(self) -> int:
+        """The trained index the refining pass starts at."""
+        return self.start_step if self.refine_start_step is None else self.refine_start_step
+
+    @property
+    def highest_step(self) -> int:
+        """The highest trained index the settings call the U-Net at (its refining pass's start where that is
+        higher)."""
+        return max(self.start_step, self.refine_start) if self.refine else self.start_step
 
     @property
     def num_updates(self) -> int:
@@ -119,12 +137,13 @@ class DefenseSettings:
         return replace(self, **changes)
 
     def check_trained_timesteps(self, trained: int | None, unet: str = "The U-Net") -> None:
-        """Refuse settings that start the chain at or above `trained`, where a U-Net was trained on t < trained only
-        (train ddpm --max-timestep; None: on every timestep)."""
-        if trained is not None and self.start_step >= trained:
+        """Refuse settings that start the chain (or its refining pass) at or above `trained`, where a U-Net was trained
+        on t < trained only (train ddpm --max-timestep; None: on every timestep)."""
+        if trained is not None and self.highest_step >= trained:
             raise ValueError(
                 f"{unet} was trained on timesteps below {trained} only, but the settings start the chain at index "
-                f"{self.start_step}: choose start_step < {trained}, or a U-Net trained on every timestep."
+                f"{self.highest_step}: choose start_step (and refine_start_step) < {trained}, or a U-Net trained on "
+                "every timestep."
             )
 
 
@@ -134,8 +153,10 @@ _INTEGERS = {
     "iterations": (1, None),
     "num_steps": (1, None),
     "start_step": (0, None),
+    "refine_start_step": (0, None),
     "seed": (0, 2**64 - 1),
 }
+_OPTIONAL = {"refine_start_step"}  # None means: as the chain
 # Each real field: what it must be ("Expected eta in [0, 1] ..."), and the test of a finite value.
 _REALS = {
     "eta": ("in [0, 1] (a finite number)", lambda x: 0.0 <= x <= 1.0),
@@ -150,10 +171,10 @@ _CHOICES = {
 }
 
 
-def _integer(name: str, value: object, least: int, most: int | None) -> int:
+def _integer(name: str, value: object, least: int, most: int | None, optional: bool = False) -> int:
     # bool is an int in Python, but True candidates is a mistake, not 1
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not least <= value <= (most or value):
-        kind = "a positive integer" if least == 1 else "a non-negative integer"
+        kind = ("None or " if optional else "") + ("a positive integer" if least == 1 else "a non-negative integer")
         bound = f" up to 2**{most.bit_length()} - 1" if most else ""
         raise ValueError(f"Expected {name} to be {kind}{bound}, but got {_shown(value)}.")
     return int(value)

@@ -45,20 +45,26 @@ class ReferenceDefense:
         self.schedule = schedule
         self.settings = settings
         self.chain: ReverseChain = reverse_chain(schedule, settings.start_step, settings.num_steps, settings.eta)
+        # the refining pass's chain: the same T* steps, respaced from its own start
+        self.refine_chain = reverse_chain(schedule, settings.refine_start, settings.num_steps, settings.eta)
 
-    def run_chain(self, z: torch.Tensor, noise: np.ndarray, track_unet: bool = False) -> torch.Tensor:
+    def run_chain(
+        self, z: torch.Tensor, noise: np.ndarray, track_unet: bool = False, chain: ReverseChain | None = None
+    ) -> torch.Tensor:
         """z (N, 1, 28, 28) at the chain's start -> x_0 on the model scale. noise: (T*, N, 1, 28, 28).
 
         track_unet: keep the U-Net in the autograd graph (full gradients); otherwise eps is a constant
-        and x_0 depends on z only through the affine coefficients.
+        and x_0 depends on z only through the affine coefficients. chain: another chain than the settings' (the
+        refining pass's).
         """
+        chain = chain or self.chain
         x = z
-        for i, t in enumerate(self.chain.timesteps):
+        for i, t in enumerate(chain.timesteps):
             t_batch = torch.full((x.shape[0],), int(t), dtype=torch.long)
             with torch.set_grad_enabled(track_unet and torch.is_grad_enabled()):
                 eps = self.unet(x, t_batch)
             # x_prev = a x + b eps + s n  (DDIM formula 12; eta = 1 is the DDPM step)
-            x = self.chain.a[i] * x + self.chain.b[i] * eps + self.chain.s[i] * torch.from_numpy(noise[i]).to(x.dtype)
+            x = chain.a[i] * x + chain.b[i] * eps + chain.s[i] * torch.from_numpy(noise[i]).to(x.dtype)
         return x
 
     def with_settings(self, settings: DefenseSettings) -> ReferenceDefense:
@@ -130,12 +136,13 @@ class ReferenceDefense:
         )
 
     def refine(self, images: torch.Tensor, refine_noise: np.ndarray, track_unet: bool = False) -> torch.Tensor:
-        """settings.refine's pass: images (B, 1, 28, 28) in [0, 1] diffused to the chain's start level with
-        refine_noise[0], then the T* steps with refine_noise[1:], mapped back by 'clip'."""
+        """settings.refine's pass: images (B, 1, 28, 28) in [0, 1] diffused to the pass's start level with
+        refine_noise[0], then its T* steps with refine_noise[1:], mapped back by 'clip'."""
         z = self.schedule.q_sample(
-            2.0 * images - 1.0, self.settings.start_step, torch.from_numpy(refine_noise[0]).to(images.dtype)
+            2.0 * images - 1.0, self.settings.refine_start, torch.from_numpy(refine_noise[0]).to(images.dtype)
         )
-        return to_image(self.run_chain(z, refine_noise[1:], track_unet=track_unet), "clip")
+        x0 = self.run_chain(z, refine_noise[1:], track_unet=track_unet, chain=self.refine_chain)
+        return to_image(x0, "clip")
 
 
 class FunctionalAdam:

@@ -40,8 +40,8 @@ def parse_overrides(text: str) -> dict:
         current = getattr(defaults, key)
         if isinstance(current, bool):
             out[key] = value.lower() in ("1", "true", "yes")
-        elif key == "first_lr":
-            out[key] = None if value.lower() == "none" else float(value)
+        elif key in ("first_lr", "refine_start_step"):  # optional fields: None or a number
+            out[key] = None if value.lower() == "none" else (float if key == "first_lr" else int)(value)
         elif isinstance(current, int):
             out[key] = int(value)
         elif isinstance(current, float):

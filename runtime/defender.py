@@ -17,7 +17,7 @@ import numpy as np
 
 from diffdefense.detection_threshold import DEFAULT_DETECTION_SCORE, DETECTION_SCORES, compute_score
 from diffdefense.draws import Draws, draw_chunks
-from diffdefense.respace import reverse_chain
+from diffdefense.respace import reverse_chain, settings_timesteps
 from diffdefense.runtime.backends import BackendOptions, ClosedRunner, make_runner
 from diffdefense.runtime.bundle import load_bundle
 from diffdefense.runtime.chunking import chunk_bounds, images_per_chunk
@@ -144,11 +144,11 @@ class Defender:
         self.settings = settings
         self.schedule = schedule = manifest.schedule()
         self.chain = reverse_chain(schedule, settings.start_step, settings.num_steps, settings.eta)
+        self.refine_chain = reverse_chain(schedule, settings.refine_start, settings.num_steps, settings.eta)
+        self.timesteps = settings_timesteps(settings)  # every index the U-Net is called at, the refining pass's too
         self.gain = float(np.prod(self.chain.a))
-        # Python floats: numpy float64 scalars would promote the float32 arrays to float64 (NEP 50).
-        self.coefficients = [
-            (float(a), float(b), float(s)) for a, b, s in zip(self.chain.a, self.chain.b, self.chain.s, strict=True)
-        ]
+        self.coefficients = _coefficients(self.chain)
+        self.refine_coefficients = _coefficients(self.refine_chain)
         self.image_shape = manifest.image_shape
         images_per_chunk(settings, self.image_shape, max_batch, memory_budget)  # refuses bad values now
         self.max_batch, self.memory_budget = max_batch, memory_budget
@@ -158,7 +158,7 @@ class Defender:
         ):  # NaN would never flag, infinity never could
             raise ValueError(f"Expected threshold to be None or a finite number >= 0, but got {threshold!r}.")
         if precision is None:
-            precision = _default_precision(manifest, self.chain.timesteps, self.backend.provider, kernels, unet_graphs)
+            precision = _default_precision(manifest, self.timesteps, self.backend.provider, kernels, unet_graphs)
         self.precision = precision
         self.unet_graphs = _unet_graphs(unet_graphs, precision, device_loop=bool(kernels))
         self.detection_score = _detection_score(detection_score, manifest.detection)
@@ -193,9 +193,7 @@ class Defender:
         the chain's timesteps, with the general graph only where a timestep has none."""
         if self.unet_graphs == "general" and self.precision == "float32":
             return self._runner("unet")
-        files = choose_graphs(
-            manifest.folded_graphs(self.precision), self.chain.timesteps, self.unet_graphs, self.precision
-        )
+        files = choose_graphs(manifest.folded_graphs(self.precision), self.timesteps, self.unet_graphs, self.precision)
         o = self.backend
         folded = {
             t: make_runner(
@@ -209,7 +207,7 @@ class Defender:
             )
             for t, name in files.items()
         }
-        missing = set(int(t) for t in self.chain.timesteps) - set(folded)
+        missing = set(self.timesteps) - set(folded)
         return TimestepUNet(folded, self._runner("unet") if missing else None)
 
     def close(self) -> None:
@@ -317,11 +315,11 @@ class Defender:
 
     def refine(self, images: np.ndarray, refine_noise: np.ndarray) -> np.ndarray:
         """settings.refine's pass, on the host whatever the loop ran on (T* U-Net calls on B images): images
-        (B, 1, 28, 28) diffused to the chain's start level with refine_noise[0], the T* steps with refine_noise[1:],
+        (B, 1, 28, 28) diffused to the pass's start level with refine_noise[0], its T* steps with refine_noise[1:],
         and the output mapped by 'clip'."""
-        z = self.schedule.q_sample(2.0 * images - 1.0, self.settings.start_step, refine_noise[0]).astype(np.float32)
-        timesteps = [np.full(len(images), t, dtype=np.int64) for t in self.chain.timesteps]
-        x, _ = self.run_chain(z, refine_noise[1:], timesteps)
+        z = self.schedule.q_sample(2.0 * images - 1.0, self.settings.refine_start, refine_noise[0]).astype(np.float32)
+        timesteps = [np.full(len(images), t, dtype=np.int64) for t in self.refine_chain.timesteps]
+        x, _ = self.run_chain(z, refine_noise[1:], timesteps, self.refine_coefficients)
         return unit_to_image((x + 1.0) * 0.5, "clip").astype(np.float32)
 
     def _host_loop(self, z, target, draws, s: DefenseSettings):
@@ -350,13 +348,15 @@ class Defender:
             grad = self.backpropagate_chain(chain_inputs, timesteps, grad)
         return image, loss, grad
 
-    def run_chain(self, z, noise, timesteps):
-        """x_0 on the model's scale from z, and the input of every step (for backpropagate_chain)."""
+    def run_chain(self, z, noise, timesteps, coefficients=None):
+        """x_0 on the model's scale from z, and the input of every step (for backpropagate_chain); coefficients:
+        another chain's than the settings' (the refining pass's)."""
+        coefficients = coefficients or self.coefficients
         x, chain_inputs = z, []
         for i in range(len(timesteps)):
             chain_inputs.append(x)
             eps = self.unet.run(x, timesteps[i])
-            x = self.steps.reverse_step(x, eps, *self.coefficients[i], noise[i])
+            x = self.steps.reverse_step(x, eps, *coefficients[i], noise[i])
         return x, chain_inputs
 
     def _check_latents(self, latents: np.ndarray, batch: int) -> np.ndarray:
@@ -480,6 +480,12 @@ def _backend_options(backend: BackendOptions | None, **keywords: object) -> Back
             f"both: backend and {', '.join(sorted(given))}."
         )
     return backend
+
+
+def _coefficients(chain) -> list[tuple[float, float, float]]:
+    """Each step's (a, b, s) as Python floats: numpy float64 scalars would promote the float32 arrays to float64
+    (NEP 50)."""
+    return [(float(a), float(b), float(s)) for a, b, s in zip(chain.a, chain.b, chain.s, strict=True)]
 
 
 def _default_precision(manifest, timesteps, provider: str, kernels, unet_graphs: str | None) -> str:

@@ -25,7 +25,7 @@ from types import MappingProxyType
 import numpy as np
 
 from diffdefense.detection_threshold import DETECTION_SCORES
-from diffdefense.respace import respaced_timesteps
+from diffdefense.respace import settings_timesteps
 from diffdefense.schedule import NoiseSchedule
 from diffdefense.settings import DefenseSettings
 
@@ -191,9 +191,9 @@ class BundleManifest:
         need(isinstance(defaults, dict), "a 'defaults' object with the default 'settings'", defaults)
         settings = _settings(defaults.get("settings"), "the default settings", manifest_path)
         need(
-            settings.start_step < len(betas),
-            f"a default start step below the schedule's {len(betas)} steps",
-            settings.start_step,
+            settings.highest_step < len(betas),
+            f"default start steps (the chain's and its refining pass's) below the schedule's {len(betas)} steps",
+            settings.highest_step,
         )
         preset = defaults.get("preset")
         need(preset is None or isinstance(preset, str), "the default preset's name as a string", preset)
@@ -240,9 +240,9 @@ def _trained_timesteps(value: object, settings: DefenseSettings, steps: int, nee
         return None
     need(type(value) is int and 1 <= value <= steps, f"unet_trained_timesteps as an integer in [1, {steps}]", value)
     need(
-        settings.start_step < value,
-        f"a default start step below the U-Net's {value} trained timesteps",
-        settings.start_step,
+        settings.highest_step < value,
+        f"default start steps (the chain's and its refining pass's) below the U-Net's {value} trained timesteps",
+        settings.highest_step,
     )
     return value
 
@@ -399,7 +399,7 @@ def _check_default_precision(precision: object, settings: DefenseSettings, graph
     """A default precision the bundle has folded graphs for, at every timestep its default settings use."""
     need(precision in TIMESTEP_GRAPH_PRECISIONS, f"a default precision in {list(TIMESTEP_GRAPH_PRECISIONS)}", precision)
     if precision != "float32":
-        used = sorted({int(t) for t in respaced_timesteps(settings.start_step, settings.num_steps)}, reverse=True)
+        used = settings_timesteps(settings)
         have = sorted((graphs or {}).get(precision, {}), reverse=True)
         need(
             set(used) <= set(have),

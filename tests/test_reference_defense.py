@@ -229,6 +229,28 @@ def test_refine_denoises_the_chosen_image_and_keeps_its_fit_as_the_score(unet):
     assert settings.with_(refine=True).unet_evaluations == settings.unet_evaluations + settings.num_steps
 
 
+def test_the_refining_pass_runs_from_its_own_start_level(unet):
+    """refine_start_step: the chosen image diffused to that level, then the T* steps respaced from it; the chain,
+    the fit and the draws are those of the pass at the chain's level."""
+    settings = small(num_candidates=3, output_map="sigmoid", latent_init="blank", refine=True)
+    deeper = settings.with_(refine_start_step=30)
+    images = torch.rand(2, 1, 28, 28)
+    at_chain_level = ReferenceDefense(unet, SCHEDULE, settings).reconstruct(images)
+    deeper_defense = ReferenceDefense(unet, SCHEDULE, deeper)
+    refined = deeper_defense.reconstruct(images)
+    torch.testing.assert_close(refined.errors, at_chain_level.errors, rtol=0, atol=0)
+    assert list(deeper_defense.refine_chain.timesteps) == [30, 15, 0]
+    assert list(deeper_defense.chain.timesteps) == [20, 10, 0]
+    refine_noise = draw(deeper, 2).refine_noise
+    np.testing.assert_array_equal(refine_noise, draw(settings, 2).refine_noise)
+    chosen = ReferenceDefense(unet, SCHEDULE, settings.with_(refine=False)).reconstruct(images).images
+    c0, c1 = (float(c) for c in SCHEDULE.q_sample_coefficients(np.array(30)))
+    start = c0 * (2 * chosen - 1) + c1 * torch.from_numpy(refine_noise[0])
+    expected = to_image(deeper_defense.run_chain(start, refine_noise[1:], chain=deeper_defense.refine_chain), "clip")
+    torch.testing.assert_close(refined.images, expected, rtol=0, atol=1e-6)
+    assert not torch.allclose(refined.images, at_chain_level.images, atol=1e-3)
+
+
 def test_refine_leaves_the_other_draws_as_they_were():
     settings = small(num_candidates=3, fresh_noise=True)
     plain, refined = draw(settings, 2), draw(settings.with_(refine=True), 2)

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from diffdefense.respace import respaced_timesteps, reverse_chain, step_coefficients
+from diffdefense.respace import respaced_timesteps, reverse_chain, settings_timesteps, step_coefficients
 from diffdefense.schedule import NoiseSchedule
+from diffdefense.settings import DefenseSettings
 
 SCHEDULE = NoiseSchedule.linear()
 
@@ -75,3 +76,11 @@ def test_eta_out_of_range_is_refused():
 def test_timesteps_are_evenly_spaced():
     np.testing.assert_array_equal(respaced_timesteps(14, 15), np.arange(15))
     np.testing.assert_array_equal(respaced_timesteps(99, 4), [0, 33, 66, 99])
+
+
+def test_the_settings_call_the_unet_at_the_chain_and_the_refining_pass_timesteps():
+    chain = DefenseSettings(num_steps=2, start_step=14)
+    assert settings_timesteps(chain) == [14, 0]
+    assert settings_timesteps(chain.with_(refine=True)) == [14, 0]
+    assert settings_timesteps(chain.with_(refine=True, refine_start_step=24)) == [24, 14, 0]
+    assert settings_timesteps(chain.with_(refine_start_step=24)) == [14, 0]  # no pass, no level of its own

@@ -33,10 +33,19 @@ FULL = FAST.with_(gradient="full", output_map="sigmoid")
         FAST.with_(output_map="sigmoid", fresh_noise=True, eta=0.0),
         FAST.with_(latent_init="blank"),
         FAST.with_(latent_init="blank", output_map="sigmoid", refine=True),
+        FAST.with_(latent_init="blank", output_map="sigmoid", refine=True, refine_start_step=24),
         FULL,
         FULL.with_(latent_init="input"),
     ],
-    ids=["straight-through", "sigmoid-ddim", "blank-init", "blank-sigmoid-refine", "full", "input-init-full"],
+    ids=[
+        "straight-through",
+        "sigmoid-ddim",
+        "blank-init",
+        "blank-sigmoid-refine",
+        "refine-deeper",
+        "full",
+        "input-init-full",
+    ],
 )
 def test_runtime_matches_the_reference(exported_bundle, images, settings):
     runtime = Defender(exported_bundle.path, settings)(images)

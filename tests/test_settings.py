@@ -42,14 +42,15 @@ NUMERIC = [
 
 def build(name: str, value: object) -> DefenseSettings:
     """Settings with one field changed; start_step 1000 so that num_steps alone is checked against it."""
-    base = {"start_step": 1000} if name == "num_steps" else {"num_steps": 1} if name == "start_step" else {}
+    base = {"start_step": 1000} if name == "num_steps" else {"num_steps": 1} if "start_step" in name else {}
     return DefenseSettings(**{**base, name: value})
 
 
 @pytest.mark.parametrize("name", NAMES)
 @given(value=NEVER_VALID)
 def test_values_of_no_fields_type_are_refused_with_a_sentence(name, value):
-    assume(not (name == "first_lr" and value is None))  # None: the first update takes the rule's rate
+    # None: the first update takes the rule's rate, the refining pass starts where the chain does
+    assume(not (name in ("first_lr", "refine_start_step") and value is None))
     with pytest.raises(ValueError, match=rf"^Expected {name}\b.*, but got .+\.$"):
         build(name, value)
 
@@ -102,6 +103,11 @@ def test_non_finite_numbers_are_refused(name, value):
         ({"refine": "yes"}, r"Expected refine to be True or False, but got 'yes'\."),
         ({"output_map": "Clip"}, r"Expected output_map 'clip' or 'sigmoid', but got 'Clip'\."),
         ({"num_steps": 16}, r"Expected num_steps <= start_step \+ 1 .*, but got num_steps=16 with start_step=14\."),
+        ({"refine_start_step": -1}, r"Expected refine_start_step to be None or a non-negative integer, but got -1\."),
+        (
+            {"num_steps": 2, "refine_start_step": 0},
+            r"Expected num_steps <= refine_start_step \+ 1 .*, but got num_steps=2 with refine_start_step=0\.",
+        ),
     ],
 )
 def test_each_refusal_says_what_was_expected_and_what_came(changes, message):
@@ -126,3 +132,15 @@ def test_the_presets_are_valid_and_survive_json(name):
 def test_from_dict_refuses_what_is_not_a_dict_of_fields(values):
     with pytest.raises(ValueError, match="Expected defence settings"):
         DefenseSettings.from_dict(values)
+
+
+def test_the_refining_pass_starts_where_it_is_told_and_the_chain_where_it_was():
+    chain_only = DefenseSettings(num_steps=2, start_step=14)
+    assert chain_only.refine_start == 14 and chain_only.highest_step == 14
+    deeper = chain_only.with_(refine=True, refine_start_step=24)
+    assert (deeper.start_step, deeper.refine_start, deeper.highest_step) == (14, 24, 24)
+    assert deeper.unet_evaluations == chain_only.with_(refine=True).unet_evaluations  # the same T* steps, elsewhere
+    assert deeper.with_(refine=False).highest_step == 14  # no pass, no higher level
+    deeper.check_trained_timesteps(25)
+    with pytest.raises(ValueError, match=r"trained on timesteps below 20 only, .* at index 24"):
+        deeper.check_trained_timesteps(20)
