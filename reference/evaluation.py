@@ -159,6 +159,9 @@ def open_caches(
     # Reconstructions depend on the U-Net too; the GroupNorm net keeps the folder name it had before the choice.
     defense_id = settings_id if config.unet == "unet" else f"{config.unet}-{settings_id}"
     cache = ArrayCache(out_dir / "cache" / f"defense-{defense_id}", {**inputs, "settings": config.settings.to_dict()})
+    # ... and on the U-Net's weights: retrained weights shipped under the same name get no stale reconstructions.
+    unet_file = model_file(config.dataset, config.unet)
+    cache.pin("unet", {config.unet: shipped.read_manifest()["files"].get(unet_file, {}).get("sha256")})
     return attacks_cache, cache
 
 

@@ -3,6 +3,7 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -160,3 +161,16 @@ def test_runs_of_other_presets_share_one_folder_of_adversarial_sets(tiny_data_ro
     monkeypatch.setattr(evaluation, "classifier_checksums", lambda dataset: {"model_a": "0" * 64, "model_b": "1" * 64})
     with pytest.raises(ValueError, match="was made for other classifiers"):
         run_evaluation(other, tmp_path / "third", tiny_data_root, attack_cache=shared)
+
+
+def test_reconstructions_cached_with_other_unet_weights_are_refused(tmp_path):
+    """The defence's cache records the U-Net's sha256: weights retrained under the same name get no stale
+    reconstructions."""
+    config = EvaluationConfig(num_images=4)
+    indices = np.arange(4)
+    _, cache = evaluation.open_caches(config, tmp_path, indices)
+    recorded = json.loads((cache.folder / "unet.json").read_text())
+    assert len(recorded["unet"]) == 64  # the shipped file's sha256
+    (cache.folder / "unet.json").write_text(json.dumps({"unet": "0" * 64}))
+    with pytest.raises(ValueError, match="made for other unet"):
+        evaluation.open_caches(config, tmp_path, indices)
