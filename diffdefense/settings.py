@@ -121,7 +121,12 @@ class DefenseSettings:
         return self.iterations * self.num_steps * self.num_candidates + (self.num_steps if self.refine else 0)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field, but refine_start_step only where set: settings without it keep the form (and the hashes
+        that name caches) they had before the field existed, and older runtimes read the bundles that do not use it."""
+        values = asdict(self)
+        if values["refine_start_step"] is None:
+            del values["refine_start_step"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> DefenseSettings:

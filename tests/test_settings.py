@@ -144,3 +144,10 @@ def test_the_refining_pass_starts_where_it_is_told_and_the_chain_where_it_was():
     deeper.check_trained_timesteps(25)
     with pytest.raises(ValueError, match=r"trained on timesteps below 20 only, .* at index 24"):
         deeper.check_trained_timesteps(20)
+
+
+def test_settings_without_a_refining_level_of_their_own_keep_their_earlier_form():
+    assert "refine_start_step" not in PRESETS["default"].to_dict()
+    deeper = PRESETS["default"].with_(refine_start_step=24)
+    assert deeper.to_dict()["refine_start_step"] == 24
+    assert DefenseSettings.from_dict(json.loads(json.dumps(deeper.to_dict()))) == deeper
