@@ -190,7 +190,8 @@ class Defender:
 
     def _unet_runner(self, manifest):
         """The general graph's runner with the device loop; otherwise a TimestepUNet over the folded graphs chosen for
-        the chain's timesteps, with the general graph only where a timestep has none."""
+        the settings' timesteps (the chain's and its refining pass's), with the general graph only where one has
+        none."""
         if self.unet_graphs == "general" and self.precision == "float32":
             return self._runner("unet")
         files = choose_graphs(manifest.folded_graphs(self.precision), self.timesteps, self.unet_graphs, self.precision)
