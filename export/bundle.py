@@ -24,8 +24,9 @@ from diffdefense.data import dataset_labels, load_dataset
 from diffdefense.detection_threshold import DEFAULT_DETECTION_SCORE, TARGET_FALSE_POSITIVE_RATE, clean_threshold
 from diffdefense.export.onnx_export import export_classifier, export_unet, max_abs_error
 from diffdefense.export.quantize import quantize_timestep_graphs
-from diffdefense.export.timestep_graphs import export_timestep_graphs, used_timesteps
+from diffdefense.export.timestep_graphs import export_timestep_graphs
 from diffdefense.export.vjp_export import export_unet_vjp, vjp_max_abs_error
+from diffdefense.respace import settings_timesteps
 from diffdefense.runtime.bundle import MANIFEST_NAME
 from diffdefense.runtime.manifest import BundleManifest, DetectionRecord, FileEntry
 from diffdefense.settings import PRESETS
@@ -104,7 +105,7 @@ def calibrate_threshold(
     scores = clean_scores("float32")
     manifest = load_bundle(bundle_dir).manifest
     settings = manifest.default_settings
-    has_int8 = set(used_timesteps(settings)) <= set(manifest.folded_graphs("int8"))
+    has_int8 = set(settings_timesteps(settings)) <= set(manifest.folded_graphs("int8"))
     return DetectionRecord(
         threshold=clean_threshold(scores, target_fpr),
         target_fpr=target_fpr,
@@ -207,7 +208,8 @@ def export_bundle(
                 parity[f"{role}_{kind}_max_abs_error"] = error
         timestep_graphs = None
         if folded:
-            float_graphs = export_timestep_graphs(unet, used_timesteps(PRESETS[preset]), tmp, checks["unet"], parity)
+            timesteps = settings_timesteps(PRESETS[preset])
+            float_graphs = export_timestep_graphs(unet, timesteps, tmp, checks["unet"], parity)
             timestep_graphs = {"float32": float_graphs}
         manifest = BundleManifest(
             dataset=dataset,

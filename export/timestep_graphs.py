@@ -16,14 +16,7 @@ import torch
 from torch import nn
 
 from diffdefense.export.onnx_export import export_graph
-from diffdefense.respace import settings_timesteps
-from diffdefense.settings import DefenseSettings
 from diffdefense.training.models import FixedTimestepUNet
-
-
-def used_timesteps(settings: DefenseSettings) -> list[int]:
-    """The trained time indices a preset calls the U-Net at (its chain's and its refining pass's), largest first."""
-    return settings_timesteps(settings)
 
 
 def timestep_graph_name(timestep: int, precision: str = "float32") -> str:

@@ -92,7 +92,7 @@ def test_int8_runs_its_own_graphs_and_stays_near_float32(folded_bundle):
 
 
 def test_settings_needing_a_missing_timestep_are_refused_unless_asked_to_fall_back(folded_bundle):
-    from diffdefense.export.timestep_graphs import used_timesteps
+    from diffdefense.respace import settings_timesteps
     from diffdefense.runtime.defender import Defender
     from diffdefense.settings import PRESETS
 
@@ -106,7 +106,7 @@ def test_settings_needing_a_missing_timestep_are_refused_unless_asked_to_fall_ba
         assert sorted(mixed.unet.folded) == [0, 14] and mixed.unet.general is not None
     # The refining pass's own level is a timestep the settings use like the chain's.
     deeper = PRESETS["default"].with_(refine_start_step=24)
-    assert used_timesteps(deeper) == [24, 14, 0]
+    assert settings_timesteps(deeper) == [24, 14, 0]
     with pytest.raises(ValueError, match=r"missing \[24\]"):
         Defender(folded_bundle, deeper, unet_graphs="folded")
     with Defender(folded_bundle, deeper, unet_graphs="auto") as mixed:
