@@ -152,6 +152,36 @@ class DefenseSettings:
             )
 
 
+def parse_overrides(text: str) -> dict:
+    """'num_steps=10,lr=0.5,output_map=clip' -> overrides of DefenseSettings' fields, each of its field's type (the
+    optional fields also take 'none'); a key that is no field, or a value that is no number where one is needed, is a
+    ValueError that says what came. `PRESETS[name].with_(**parse_overrides(text))` checks the values themselves."""
+    defaults = DefenseSettings()
+    out: dict = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = (part.strip() for part in item.partition("="))
+        if not hasattr(defaults, key) or key == "adam_betas":
+            raise ValueError(f"Expected KEY=VALUE with KEY a DefenseSettings field, but got {key!r} in {text!r}.")
+        current = getattr(defaults, key)
+        if isinstance(current, bool):
+            if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ValueError(f"Expected {key}=true or {key}=false, but got {item!r}.")
+            out[key] = value.lower() in ("1", "true", "yes")
+        elif key in ("first_lr", "refine_start_step") and value.lower() == "none":
+            out[key] = None
+        elif key in ("first_lr", "refine_start_step") or isinstance(current, (int, float)):
+            number = float if key == "first_lr" or isinstance(current, float) else int
+            try:
+                out[key] = number(value)
+            except ValueError:
+                raise ValueError(
+                    f"Expected {key} to be {'a number' if number is float else 'an integer'}, but got {item!r}."
+                ) from None
+        else:
+            out[key] = value
+    return out
+
+
 # The range of each integer field; seeds stay within 64 bits so that settings always print and serialise.
 _INTEGERS = {
     "num_candidates": (1, None),

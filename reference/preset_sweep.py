@@ -22,33 +22,11 @@ from diffdefense.data import load_dataset
 from diffdefense.reference.attacks import run_attack
 from diffdefense.reference.defense import ReferenceDefense
 from diffdefense.reference.evaluation import ArrayCache, binarized, defend, pick_indices, predict
-from diffdefense.settings import PRESETS, DefenseSettings
+from diffdefense.settings import PRESETS, DefenseSettings, parse_overrides
 from diffdefense.shipped import UNET_NAMES
 from diffdefense.training.loading import load_classifier, load_unet
 
 ATTACKS = ("FGSM", "PGD", "DeepFool", "Square", "AutoAttack", "EAD")
-
-
-def parse_overrides(text: str) -> dict:
-    """'num_steps=10,lr=0.5,output_map=clip' -> typed overrides of DefenseSettings' fields."""
-    defaults = DefenseSettings()
-    out = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, _, value = item.partition("=")
-        if not hasattr(defaults, key):
-            raise click.BadParameter(f"Expected a DefenseSettings field, but got {key!r}.")
-        current = getattr(defaults, key)
-        if isinstance(current, bool):
-            out[key] = value.lower() in ("1", "true", "yes")
-        elif key in ("first_lr", "refine_start_step"):  # optional fields: None or a number
-            out[key] = None if value.lower() == "none" else (float if key == "first_lr" else int)(value)
-        elif isinstance(current, int):
-            out[key] = int(value)
-        elif isinstance(current, float):
-            out[key] = float(value)
-        else:
-            out[key] = value
-    return out
 
 
 def attacked_training_sets(
@@ -68,6 +46,14 @@ def attacked_training_sets(
     return sets, labels
 
 
+def candidate_settings(base: str, tries) -> list[tuple[str, DefenseSettings]]:
+    """Each --try's text and settings, all checked before any attack or defence runs."""
+    try:
+        return [(text, PRESETS[base].with_(**parse_overrides(text))) for text in tries or ("",)]
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--try") from err
+
+
 @click.command()
 @click.option("--dataset", type=click.Choice(["mnist", "kmnist"]), default="mnist", show_default=True)
 @click.option("-n", "--num-images", type=click.IntRange(min=1), default=200, show_default=True)
@@ -80,6 +66,7 @@ def attacked_training_sets(
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def main(dataset, num_images, base, tries, attacks, seed, unet, batch_size, out) -> None:
     """Accuracy of Model A after the defence, per attack, for each candidate setting."""
+    candidates = candidate_settings(base, tries)
     inputs, labels = attacked_training_sets(dataset, num_images, seed, attacks, out / "attacks")
     model_a = load_classifier(dataset, "model_a")
     unet_name, (unet, schedule) = unet, load_unet(dataset, name=unet)
@@ -90,8 +77,7 @@ def main(dataset, num_images, base, tries, attacks, seed, unet, batch_size, out)
     click.echo(
         "   0 evals  " + " ".join(f"{k} {v:5.1f}" for k, v in baseline.items()) + "  [threshold 0.5, no diffusion]"
     )
-    for text in tries or ("",):
-        settings = PRESETS[base].with_(**parse_overrides(text))
+    for text, settings in candidates:
         started = time.perf_counter()
         defense = ReferenceDefense(unet, schedule, settings)
         accuracy = {}

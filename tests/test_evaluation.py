@@ -136,6 +136,29 @@ def test_the_cli_refuses_a_run_that_would_drop_rows_of_a_report_before_any_work(
     assert result.exit_code == 1 and "could not be read" in result.output
 
 
+def test_the_cli_sets_fields_over_the_preset_and_names_them_in_the_report(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from diffdefense.cli import main
+    from diffdefense.settings import PRESETS
+
+    seen = []
+
+    def no_work(config, *args, **kwargs):
+        seen.append(config)
+        raise AssertionError("the evaluation ran")
+
+    monkeypatch.setattr(evaluation, "run_evaluation", no_work)
+    args = ["evaluate", "--preset", "default", "--seed", "3", "--attack", "FGSM", "--out", str(tmp_path)]
+    CliRunner().invoke(main, [*args, "--set", "refine_start_step=20, num_candidates=24"])
+    assert seen[0].settings == PRESETS["default"].with_(refine_start_step=20, num_candidates=24, seed=3)
+    assert seen[0].preset == "default + refine_start_step=20,num_candidates=24"
+    for bad, message in [("seed=1", "--seed"), ("start_step=one", "start_step to be an integer")]:
+        result = CliRunner().invoke(main, [*args, "--set", bad])
+        assert result.exit_code == 2 and message in result.output
+    assert len(seen) == 1
+
+
 def test_runs_of_other_presets_share_one_folder_of_adversarial_sets(tiny_data_root, tmp_path, small_unet, monkeypatch):
     config = EvaluationConfig(
         num_images=4,

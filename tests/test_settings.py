@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from diffdefense.settings import PRESETS, DefenseSettings
+from diffdefense.settings import PRESETS, DefenseSettings, parse_overrides
 
 NAMES = [f.name for f in fields(DefenseSettings)]
 # Values of no field's type: whatever comes, it must be refused.
@@ -151,3 +151,31 @@ def test_settings_without_a_refining_level_of_their_own_keep_their_earlier_form(
     deeper = PRESETS["default"].with_(refine_start_step=24)
     assert deeper.to_dict()["refine_start_step"] == 24
     assert DefenseSettings.from_dict(json.loads(json.dumps(deeper.to_dict()))) == deeper
+
+
+def test_overrides_take_the_types_of_the_settings_fields():
+    assert parse_overrides("num_steps=10, lr=0.5,output_map=clip,refine=false,first_lr=none,refine_start_step=20") == {
+        "num_steps": 10,
+        "lr": 0.5,
+        "output_map": "clip",
+        "refine": False,
+        "first_lr": None,
+        "refine_start_step": 20,
+    }
+    assert parse_overrides("") == {}
+    assert PRESETS["default"].with_(**parse_overrides("refine_start_step=20")).refine_start == 20
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("steps=3", "'steps'"),
+        ("adam_betas=0.5", "'adam_betas'"),
+        ("num_steps=two", "num_steps to be an integer, but got 'num_steps=two'"),
+        ("lr=fast", "lr to be a number"),
+        ("refine=maybe", "refine=true or refine=false"),
+    ],
+)
+def test_overrides_that_name_no_field_or_give_no_value_of_its_type_are_refused(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_overrides(text)

@@ -1,4 +1,4 @@
-"""The studies behind tools/: the preset sweep's overrides, the latency table, cached attack sets as the runtime
+"""The studies behind tools/: the latency table, cached attack sets as the runtime
 takes them, contact sheets, and the memory table's same-bits comparison."""
 
 import json
@@ -9,22 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from diffdefense.latency_table import table
-from diffdefense.reference.preset_sweep import parse_overrides
 from diffdefense.reference.runtime_accuracy import load_attack_set
 from diffdefense.runtime import memory_table
-
-
-def test_overrides_take_the_types_of_the_settings_fields():
-    assert parse_overrides("num_steps=10, lr=0.5,output_map=clip,refine=false,first_lr=none") == {
-        "num_steps": 10,
-        "lr": 0.5,
-        "output_map": "clip",
-        "refine": False,
-        "first_lr": None,
-    }
-    assert parse_overrides("") == {}
-    with pytest.raises(click.BadParameter, match="'steps'"):
-        parse_overrides("steps=3")
 
 
 def latency(backend, setting, kind, batch, p50):
@@ -89,3 +75,13 @@ def test_the_memory_table_measures_each_batch_in_a_child_process(tmp_path):
     assert row["batch"] == 2 and row["chunks"] == 1 and row["peak_mib"] >= row["before_mib"] > 0
     assert row["same_bits_as_max_batch"] == {"max_batch": 1, "same": True}
     assert f"| 2 | {row['images_per_chunk']} | 1 |" in result.output and result.output.rstrip().endswith("| yes |")
+
+
+def test_the_preset_sweep_checks_every_try_before_any_attack_runs():
+    from diffdefense.reference.preset_sweep import candidate_settings
+
+    texts = [text for text, _ in candidate_settings("default", ["", "refine_start_step=20"])]
+    assert texts == ["", "refine_start_step=20"]
+    assert candidate_settings("default", [])[0][1] == candidate_settings("default", [""])[0][1]
+    with pytest.raises(click.BadParameter, match="'steps'"):
+        candidate_settings("default", ["num_steps=3", "steps=3"])

@@ -23,6 +23,14 @@ DEFAULTS = EvaluationConfig()  # the options' defaults are the config's own
 @main.command("evaluate")
 @dataset_option
 @click.option("--preset", type=click.Choice(sorted(PRESET_NAMES)), default="paper", show_default=True)
+@click.option(
+    "--set",
+    "overrides",
+    default="",
+    metavar="KEY=VALUE,...",
+    help="Defence settings over the preset's (DefenseSettings fields, docs/presets.md), e.g. "
+    "'refine_start_step=20,num_candidates=24'; the report names the preset with them.",
+)
 @click.option("-n", "--num-images", type=click.IntRange(min=1), default=DEFAULTS.num_images, show_default=True)
 @click.option(
     "--unet",
@@ -93,6 +101,7 @@ DEFAULTS = EvaluationConfig()  # the options' defaults are the config's own
 def evaluate_command(
     dataset,
     preset,
+    overrides,
     num_images,
     unet,
     attacks,
@@ -112,16 +121,23 @@ def evaluate_command(
     """Attack the classifier, defend, and write a report (JSON, markdown table, ROC curves, example grids)."""
     from diffdefense.reference.evaluation import rows_a_run_would_drop, run_evaluation
     from diffdefense.reference.report import write_report
-    from diffdefense.settings import PRESETS
+    from diffdefense.settings import PRESETS, parse_overrides
 
+    try:
+        changes = parse_overrides(overrides)
+        if "seed" in changes:
+            raise ValueError("Expected the seed from --seed (it seeds the attacks too), but got seed in --set.")
+        settings = PRESETS[preset].with_(**changes, seed=seed)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--set") from err
     config = EvaluationConfig(
         dataset=dataset,
         num_images=num_images,
         seed=seed,
         black_box=black_box,
         batch_size=batch_size,
-        settings=PRESETS[preset].with_(seed=seed),
-        preset=preset,
+        settings=settings,
+        preset=f"{preset} + {overrides.replace(' ', '')}" if overrides.strip() else preset,
         unet=unet,
         adaptive_images=adaptive_images,
         adaptive_steps=adaptive_steps,
