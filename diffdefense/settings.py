@@ -157,10 +157,11 @@ def parse_overrides(text: str) -> dict:
     optional fields also take 'none'); a key that is no field, or a value that is no number where one is needed, is a
     ValueError that says what came. `PRESETS[name].with_(**parse_overrides(text))` checks the values themselves."""
     defaults = DefenseSettings()
+    settable = {f.name for f in fields(DefenseSettings)} - {"adam_betas"}  # a pair: no KEY=VALUE of its own
     out: dict = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = (part.strip() for part in item.partition("="))
-        if not hasattr(defaults, key) or key == "adam_betas":
+        if key not in settable:
             raise ValueError(f"Expected KEY=VALUE with KEY a DefenseSettings field, but got {key!r} in {text!r}.")
         current = getattr(defaults, key)
         if isinstance(current, bool):

@@ -171,6 +171,7 @@ def test_overrides_take_the_types_of_the_settings_fields():
     [
         ("steps=3", "'steps'"),
         ("adam_betas=0.5", "'adam_betas'"),
+        ("refine_start=20", "'refine_start'"),  # a property, not a field
         ("num_steps=two", "num_steps to be an integer, but got 'num_steps=two'"),
         ("lr=fast", "lr to be a number"),
         ("refine=maybe", "refine=true or refine=false"),
