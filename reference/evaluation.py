@@ -204,6 +204,7 @@ def run_evaluation(
         "clean": {
             "accuracy_no_defense": float((predict(model_a, images) == labels).mean()),
             "accuracy_defended": float((predict(model_a, clean_recon) == labels).mean()),
+            "accuracy_defended_model_b": float((predict(model_b, clean_recon) == labels).mean()),
             "accuracy_binarized": float((predict(model_a, binarized(images)) == labels).mean()),
             "mean_score": float(clean_scores.mean()),
         },
@@ -229,6 +230,8 @@ def run_evaluation(
             results[setting][attack] = {
                 "accuracy_no_defense": float((predict(model_a, adversarial) == labels).mean()),
                 "accuracy_defended": float((predict(model_a, recon) == labels).mean()),
+                # Another classifier on the same reconstructions: what survives the defence that was made for Model A
+                "accuracy_defended_model_b": float((predict(model_b, recon) == labels).mean()),
                 "accuracy_binarized": float((predict(model_a, binarized(adversarial)) == labels).mean()),
                 "detection_auroc": detection.auroc,
                 "detection_rate_at_5pct_fpr": detection.detection_rate,

@@ -28,6 +28,16 @@ def _interval(accuracy: float, images: int) -> str:
     return f"{_pct(low)}-{_pct(high)}"
 
 
+def _refining_pass(settings: dict) -> str:
+    """The settings line's words for the refining pass (from its own start index where one is set)."""
+    if not settings.get("refine"):
+        return ""
+    level = settings.get("refine_start_step")
+    return ", the chosen image refined by one more pass of the chain" + (
+        f" from index {level}" if level is not None else ""
+    )
+
+
 def markdown_table(record: dict) -> str:
     r = record["results"]
     s = record["settings"]
@@ -37,7 +47,7 @@ def markdown_table(record: dict) -> str:
         f"Data: {record['data']}. Settings: L = {s['iterations']}, R = {s['num_candidates']}, T* = {s['num_steps']} "
         f"(start index {s['start_step']}, eta {s['eta']}), gradient {s['gradient']}, output {s['output_map']}"
         f"{', latents started ' + repr(s['latent_init']) if 'latent_init' in s else ''}"
-        f"{', the chosen image refined by one more pass of the chain' if s.get('refine') else ''}: "
+        f"{_refining_pass(s)}: "
         f"{record['unet_evaluations_per_input']} U-Net image evaluations per input. Seed {record['seed']}.",
         "",
         f"Clean accuracy of Model A: {_pct(r['clean']['accuracy_no_defense'])} % without the defence, "
@@ -46,6 +56,11 @@ def markdown_table(record: dict) -> str:
             f", {_pct(r['clean']['accuracy_binarized'])} % after thresholding at 0.5 (no diffusion)."
             if "accuracy_binarized" in r["clean"]
             else "."
+        )
+        + (
+            f" Model B on the defence's output: {_pct(r['clean']['accuracy_defended_model_b'])} %."
+            if "accuracy_defended_model_b" in r["clean"]
+            else ""
         ),
         "",
     ]
@@ -58,10 +73,10 @@ def markdown_table(record: dict) -> str:
         if not r.get(setting):
             continue
         head = (
-            "| attack | no defence | DiffDefense | DiffDefense 95 % CI | threshold 0.5 | detection AUROC "
-            "| detected at 5 % clean FPR | AUROC, refined L1 | detected, refined L1 |"
+            "| attack | no defence | DiffDefense | DiffDefense 95 % CI | threshold 0.5 | Model B on the output "
+            "| detection AUROC | detected at 5 % clean FPR | AUROC, refined L1 | detected, refined L1 |"
         )
-        rule = "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        rule = "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         if paper and setting == "white_box":
             head += " paper: no defence | paper: DiffDefense | paper: AUROC |"
             rule += " --- | --- | --- |"
@@ -71,6 +86,7 @@ def markdown_table(record: dict) -> str:
             row = (
                 f"| {attack} | {_pct(v['accuracy_no_defense'])} | {_pct(v['accuracy_defended'])} | "
                 f"{_interval(v['accuracy_defended'], images)} | {thresholded} | "
+                f"{_pct_or_dash(v.get('accuracy_defended_model_b'))} | "
                 f"{v['detection_auroc']:.3f} | {_pct(v['detection_rate_at_5pct_fpr'])} | "
                 f"{_auroc(v.get('detection_auroc_refined_l1'))} | "
                 f"{_pct_or_dash(v.get('detection_rate_at_5pct_fpr_refined_l1'))} |"
@@ -105,6 +121,9 @@ def markdown_table(record: dict) -> str:
         "Paper numbers: DESIGN section 1 (read off the official repository's figure, +-0.5 point).",
         "Threshold 0.5: Model A on the attacked images with every pixel thresholded at 0.5, no diffusion at all: "
         "the baseline any purifier of MNIST against L-inf attacks should be read against.",
+        "Model B on the output: the other classifier on the same reconstructions; where it reads far more of them "
+        "right than Model A, what survives the defence is the perturbation made for the attacked model, not a lost "
+        "character (a dash where results.json predates it).",
         "95 % CI: the Wilson score interval of the defended accuracy as a proportion of the images evaluated (scipy): "
         "the sampling error of this subset alone; differences inside it are not resolved by this many images.",
         "Detection AUROC: by the best candidate's error (the paper's score); refined L1: by the mean absolute "

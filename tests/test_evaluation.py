@@ -50,10 +50,13 @@ def test_report_is_written_and_an_interrupted_run_resumes_from_the_cache(
         "PGD",
     }
     assert record["results"]["white_box"]["FGSM"]["linf_perturbation"] <= 0.3 + 1e-6
+    for row in (record["results"]["clean"], *record["results"]["white_box"].values()):
+        assert 0.0 <= row["accuracy_defended_model_b"] <= 1.0  # the other classifier on the same reconstructions
     for name in ("report.md", "roc.png", "examples.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| FGSM |" in report and "| BPDA-PGD eps 0.1 | 2 | 0.1 |" in report
+    assert "| Model B on the output |" in report and "Model B on the defence's output:" in report
     for table in report.split("\n\n"):  # every row of a table has as many cells as its header
         rows = [line for line in table.splitlines() if line.startswith("|")]
         assert len({row.count("|") for row in rows}) <= 1, table

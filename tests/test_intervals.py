@@ -79,6 +79,7 @@ def test_the_report_command_names_a_folder_without_results(tmp_path):
     [
         ("mnist_default_1000", "started 'blank', the chosen image refined by one more pass of the chain: 122 U-Net"),
         ("mnist_blank_start_1000", "latents started 'blank': 120 U-Net"),
+        ("kmnist_default_refine20_2000", "refined by one more pass of the chain from index 20: 122 U-Net"),
     ],
 )
 def test_the_report_names_the_latent_start_and_the_refining_pass(tmp_path, folder, named):
