@@ -153,31 +153,29 @@ class DefenseSettings:
 
 
 def parse_overrides(text: str) -> dict:
-    """'num_steps=10,lr=0.5,output_map=clip' -> overrides of DefenseSettings' fields, each of its field's type (the
-    optional fields also take 'none'); a key that is no field, or a value that is no number where one is needed, is a
+    """'num_steps=10,lr=0.5,output_map=clip' -> overrides of DefenseSettings' fields, each of its field's annotated
+    type (a field that may be None also takes 'none'); a key that is no field, or a value that is not of its type, is a
     ValueError that says what came. `PRESETS[name].with_(**parse_overrides(text))` checks the values themselves."""
-    defaults = DefenseSettings()
-    settable = {f.name for f in fields(DefenseSettings)} - {"adam_betas"}  # a pair: no KEY=VALUE of its own
+    # Annotations are strings here (from __future__ import annotations): 'int', 'float | None', 'bool', 'OutputMap'...
+    types = {f.name: f.type for f in fields(DefenseSettings) if f.name != "adam_betas"}  # a pair: no KEY=VALUE
     out: dict = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = (part.strip() for part in item.partition("="))
-        if key not in settable:
+        if key not in types:
             raise ValueError(f"Expected KEY=VALUE with KEY a DefenseSettings field, but got {key!r} in {text!r}.")
-        current = getattr(defaults, key)
-        if isinstance(current, bool):
+        kind = types[key].removesuffix(" | None")
+        if kind != types[key] and value.lower() == "none":
+            out[key] = None
+        elif kind == "bool":
             if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
                 raise ValueError(f"Expected {key}=true or {key}=false, but got {item!r}.")
             out[key] = value.lower() in ("1", "true", "yes")
-        elif key in ("first_lr", "refine_start_step") and value.lower() == "none":
-            out[key] = None
-        elif key in ("first_lr", "refine_start_step") or isinstance(current, (int, float)):
-            number = float if key == "first_lr" or isinstance(current, float) else int
+        elif kind in ("int", "float"):
             try:
-                out[key] = number(value)
+                out[key] = int(value) if kind == "int" else float(value)
             except ValueError:
-                raise ValueError(
-                    f"Expected {key} to be {'a number' if number is float else 'an integer'}, but got {item!r}."
-                ) from None
+                what = "an integer" if kind == "int" else "a number"
+                raise ValueError(f"Expected {key} to be {what}, but got {item!r}.") from None
         else:
             out[key] = value
     return out

@@ -180,3 +180,11 @@ def test_overrides_take_the_types_of_the_settings_fields():
 def test_overrides_that_name_no_field_or_give_no_value_of_its_type_are_refused(text, message):
     with pytest.raises(ValueError, match=message):
         parse_overrides(text)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_field_but_the_betas_round_trips_through_its_override_text(name):
+    values = {k: v for k, v in PRESETS[name].to_dict().items() if k != "adam_betas"}
+    text = ",".join(f"{key}={value}" for key, value in values.items())
+    assert parse_overrides(text) == values
+    assert parse_overrides("first_lr=none,refine_start_step=none") == {"first_lr": None, "refine_start_step": None}
