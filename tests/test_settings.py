@@ -163,6 +163,7 @@ def test_overrides_take_the_types_of_the_settings_fields():
         "refine_start_step": 20,
     }
     assert parse_overrides("") == {}
+    assert parse_overrides("first_lr=none,refine_start_step=none") == {"first_lr": None, "refine_start_step": None}
     assert PRESETS["default"].with_(**parse_overrides("refine_start_step=20")).refine_start == 20
 
 
@@ -187,4 +188,3 @@ def test_every_field_but_the_betas_round_trips_through_its_override_text(name):
     values = {k: v for k, v in PRESETS[name].to_dict().items() if k != "adam_betas"}
     text = ",".join(f"{key}={value}" for key, value in values.items())
     assert parse_overrides(text) == values
-    assert parse_overrides("first_lr=none,refine_start_step=none") == {"first_lr": None, "refine_start_step": None}

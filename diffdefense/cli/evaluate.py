@@ -137,7 +137,7 @@ def evaluate_command(
         black_box=black_box,
         batch_size=batch_size,
         settings=settings,
-        preset=f"{preset} + {overrides.replace(' ', '')}" if overrides.strip() else preset,
+        preset=f"{preset} + " + ",".join(f"{k}={v}" for k, v in changes.items()) if changes else preset,
         unet=unet,
         adaptive_images=adaptive_images,
         adaptive_steps=adaptive_steps,
